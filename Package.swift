@@ -1,0 +1,70 @@
+// swift-tools-version: 6.0
+// vgpu: a virtio-gpu vhost-user device backend. Layers, bottom up:
+//   CShims -> VirtioCore -> VhostUser -> DisplayChannel -> VirtioGPU -> executables
+// VhostUserFrontend is the driver side (tests, benchmarks); QEMUHarness boots real guests.
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "vgpu",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "vgpu-backend", targets: ["vgpu-backend"]),
+        .executable(name: "vgpu-bench", targets: ["vgpu-bench"]),
+        .library(name: "VhostUserFrontend", targets: ["VhostUserFrontend"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+    ],
+    targets: [
+        // What Swift cannot express: CMSG/SCM_RIGHTS, ioctls, uapi structs, ring atomics, pixel swizzles.
+        .target(name: "CShims"),
+        // Guest memory map and split virtqueues. No sockets, no device knowledge.
+        .target(name: "VirtioCore", dependencies: ["CShims"], swiftSettings: swiftSettings),
+        // vhost-user protocol: codec, fd-passing socket, backend server loop, device protocol.
+        .target(name: "VhostUser", dependencies: [
+            "CShims", "VirtioCore",
+            .product(name: "SystemPackage", package: "swift-system"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+        // The driver side of vhost-user: memfd guest RAM, driver queues. Used by tests and vgpu-bench.
+        .target(name: "VhostUserFrontend", dependencies: [
+            "CShims", "VirtioCore", "VhostUser",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: swiftSettings),
+        // The vhost-user-gpu display socket to QEMU (docs/interop/vhost-user-gpu.rst).
+        .target(name: "DisplayChannel", dependencies: [
+            "CShims",
+            .product(name: "SystemPackage", package: "swift-system"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+        // virtio-gpu: wire structs, command dispatch, resources, scanouts, cursor, UUID registry, 2D renderer.
+        .target(name: "VirtioGPU", dependencies: [
+            "CShims", "VirtioCore", "VhostUser", "DisplayChannel",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+        // Boots real guests under QEMU: initramfs, QMP, serial log, screendumps.
+        .target(name: "QEMUHarness", dependencies: [], swiftSettings: swiftSettings),
+        .executableTarget(name: "vgpu-backend", dependencies: [
+            "VhostUser", "VirtioGPU", "DisplayChannel",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "vgpu-bench", dependencies: [
+            "VhostUserFrontend", "VirtioGPU", "DisplayChannel", "CShims",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: swiftSettings),
+        .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "CShims"], swiftSettings: swiftSettings),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "VirtioCore", "CShims"], swiftSettings: swiftSettings),
+        .testTarget(name: "DisplayChannelTests", dependencies: ["DisplayChannel", "CShims"], swiftSettings: swiftSettings),
+        .testTarget(name: "VirtioGPUTests", dependencies: ["VirtioGPU", "VirtioCore", "CShims"], swiftSettings: swiftSettings),
+        .testTarget(name: "EndToEndTests", dependencies: [
+            "VhostUserFrontend", "VhostUser", "VirtioGPU", "DisplayChannel", "VirtioCore", "CShims",
+        ], swiftSettings: swiftSettings),
+        // Slow: boots QEMU. Run on its own, serialized (scripts/test).
+        .testTarget(name: "QEMUTests", dependencies: ["QEMUHarness"], swiftSettings: swiftSettings),
+    ]
+)
