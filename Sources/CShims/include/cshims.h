@@ -1,0 +1,43 @@
+// Thin C helpers for what Swift cannot express directly. Keep this small.
+#ifndef VGPU_CSHIMS_H
+#define VGPU_CSHIMS_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <linux/virtio_gpu.h>
+#include <linux/virtio_ring.h>
+
+// MARK: ring memory ordering (virtio spec 2.7.13: barriers around idx and flags)
+
+static inline uint16_t vgpu_load_acquire_u16(const void *p) {
+    return __atomic_load_n((const uint16_t *)p, __ATOMIC_ACQUIRE);
+}
+static inline void vgpu_store_release_u16(void *p, uint16_t v) {
+    __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELEASE);
+}
+static inline void vgpu_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
+// MARK: SCM_RIGHTS
+
+/// sendmsg with up to `nfds` fds in one SCM_RIGHTS message. Returns bytes sent or -1 (errno set).
+ssize_t vgpu_sendmsg_fds(int sock, const struct iovec *iov, int iovcnt, const int *fds, int nfds);
+
+/// recvmsg collecting up to `maxfds` fds (O_CLOEXEC). `*nfds` gets the count, `*truncated` is set
+/// when the kernel dropped control data (MSG_CTRUNC). Returns bytes read, 0 on EOF, -1 on error.
+ssize_t vgpu_recvmsg_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int *truncated);
+
+// MARK: misc syscalls Swift does not import (variadic or missing)
+
+int vgpu_ioctl_ptr(int fd, unsigned long request, void *arg);
+int vgpu_memfd_create(const char *name, unsigned int flags);
+int vgpu_fcntl_int(int fd, int cmd, int arg);
+
+// MARK: pixels
+
+/// Converts `count` 32-bit pixels of virtio-gpu `format` to XRGB8888 (B,G,R,X bytes in memory),
+/// the layout QEMU's display surfaces use. Returns 0, or -1 for an unknown format.
+int vgpu_convert_to_xrgb8888(uint32_t format, void *dst, const void *src, size_t count);
+
+#endif

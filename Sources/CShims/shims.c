@@ -1,0 +1,88 @@
+#define _GNU_SOURCE
+#include "cshims.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define VGPU_MAX_FDS 16
+
+ssize_t vgpu_sendmsg_fds(int sock, const struct iovec *iov, int iovcnt, const int *fds, int nfds) {
+    if (nfds < 0 || nfds > VGPU_MAX_FDS) { errno = EINVAL; return -1; }
+    union { char buf[CMSG_SPACE(sizeof(int) * VGPU_MAX_FDS)]; struct cmsghdr align; } ctrl;
+    struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+    if (nfds > 0) {
+        memset(&ctrl, 0, sizeof(ctrl));
+        msg.msg_control = ctrl.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    ssize_t n;
+    do { n = sendmsg(sock, &msg, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+ssize_t vgpu_recvmsg_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int *truncated) {
+    union { char buf[CMSG_SPACE(sizeof(int) * VGPU_MAX_FDS)]; struct cmsghdr align; } ctrl;
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl.buf, .msg_controllen = sizeof(ctrl.buf) };
+    *nfds = 0;
+    *truncated = 0;
+    ssize_t n;
+    do { n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
+    if (n < 0) return n;
+    if (msg.msg_flags & MSG_CTRUNC) *truncated = 1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int *in = (int *)CMSG_DATA(c);
+        for (int i = 0; i < count; i++) {
+            // Keep what fits; close the rest so nothing leaks.
+            if (*nfds < maxfds) fds[(*nfds)++] = in[i];
+            else { close(in[i]); *truncated = 1; }
+        }
+    }
+    return n;
+}
+
+int vgpu_ioctl_ptr(int fd, unsigned long request, void *arg) {
+    int r;
+    do { r = ioctl(fd, request, arg); } while (r < 0 && errno == EINTR);
+    return r;
+}
+
+int vgpu_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
+
+int vgpu_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
+
+// Byte positions of B, G, R in one source pixel, per virtio-gpu format (memory order).
+int vgpu_convert_to_xrgb8888(uint32_t format, void *dst, const void *src, size_t count) {
+    int b, g, r;
+    switch (format) {
+    case VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM:
+    case VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM: b = 0; g = 1; r = 2; break;
+    case VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM:
+    case VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM: b = 3; g = 2; r = 1; break;
+    case VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM:
+    case VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM: b = 2; g = 1; r = 0; break;
+    case VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM:
+    case VIRTIO_GPU_FORMAT_X8B8G8R8_UNORM: b = 1; g = 2; r = 3; break;
+    default: return -1;
+    }
+    const uint8_t *s = src;
+    uint32_t *d = dst;
+    if (b == 0) { memcpy(dst, src, count * 4); return 0; }
+    // One pass of shifts the compiler vectorises; alpha/X becomes 0xff (QEMU ignores it).
+    for (size_t i = 0; i < count; i++) {
+        const uint8_t *p = s + i * 4;
+        d[i] = 0xff000000u | ((uint32_t)p[r] << 16) | ((uint32_t)p[g] << 8) | (uint32_t)p[b];
+    }
+    return 0;
+}
