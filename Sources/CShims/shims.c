@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <pthread.h>
 
 #define VGPU_MAX_FDS 16
 
@@ -61,6 +62,15 @@ int vgpu_ioctl_ptr(int fd, unsigned long request, void *arg) {
 int vgpu_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
 
 int vgpu_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
+
+int vgpu_accept_cloexec(int listener) { return accept4(listener, NULL, NULL, SOCK_CLOEXEC); }
+
+void vgpu_set_thread_name(const char *name) {
+    char buf[16];
+    strncpy(buf, name, sizeof(buf) - 1);
+    buf[sizeof(buf) - 1] = 0;
+    pthread_setname_np(pthread_self(), buf);
+}
 
 // Byte positions of B, G, R in one source pixel, per virtio-gpu format (memory order).
 int vgpu_convert_to_xrgb8888(uint32_t format, void *dst, const void *src, size_t count) {

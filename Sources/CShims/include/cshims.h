@@ -6,6 +6,10 @@
 #include <stddef.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <linux/memfd.h>
+#include <poll.h>
 #include <linux/virtio_gpu.h>
 #include <linux/virtio_ring.h>
 
@@ -33,6 +37,8 @@ ssize_t vgpu_recvmsg_fds(int sock, void *buf, size_t len, int *fds, int maxfds, 
 int vgpu_ioctl_ptr(int fd, unsigned long request, void *arg);
 int vgpu_memfd_create(const char *name, unsigned int flags);
 int vgpu_fcntl_int(int fd, int cmd, int arg);
+int vgpu_accept_cloexec(int listener);
+void vgpu_set_thread_name(const char *name);
 
 // MARK: pixels
 

@@ -1,0 +1,407 @@
+import Logging
+import Synchronization
+import SystemPackage
+import VirtioCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Serves one vhost-user frontend connection for one device: the connection thread runs
+/// `run()`, decoding and validating each message before it touches any state.
+public final class VhostUserConnection: Sendable {
+    /// Protocol features this server implements itself.
+    public static let serverProtocolFeatures: VhostUserProtocolFeatures = [.replyAck, .configureMemSlots, .resetDevice]
+    /// Transport features offered with every device.
+    public static let transportFeatures: UInt64 =
+        VirtioFeature.version1 | VirtioFeature.ringIndirectDesc | VirtioFeature.ringEventIdx | VirtioFeature.protocolFeatures
+    /// Memory slots offered for ADD_MEM_REG (GET_MAX_MEM_SLOTS).
+    public static let maxMemorySlots = 32
+
+    private let socket: OwnedFileDescriptor
+    private let device: any VhostUserDevice
+    private let log: RateLimitedLogger
+    private let memory = GuestMemoryPublisher()
+    private let state: Mutex<State>
+
+    struct Vring {
+        var size: UInt16 = 0
+        var base: UInt16 = 0
+        var addresses: VringAddresses?
+        var call: OwnedFileDescriptor?
+        var err: OwnedFileDescriptor?
+        var enabled = false
+        var worker: VringWorker?
+    }
+
+    struct State {
+        var ackedFeatures: UInt64 = 0
+        var ackedProtocol: VhostUserProtocolFeatures = []
+        var regions: [GuestMemoryRegion] = []
+        var vrings: [Vring]
+    }
+
+    public init(socket: OwnedFileDescriptor, device: any VhostUserDevice, logger: Logger) {
+        self.socket = socket
+        self.device = device
+        self.log = RateLimitedLogger(logger: logger)
+        self.state = Mutex(State(vrings: Array(repeating: Vring(), count: device.queueCount)))
+    }
+
+    public var offeredFeatures: UInt64 { Self.transportFeatures | device.deviceFeatures }
+    public var offeredProtocolFeatures: VhostUserProtocolFeatures { Self.serverProtocolFeatures.union(device.protocolFeatures) }
+
+    /// Serves messages until the frontend disconnects, then releases everything the connection
+    /// held: workers stopped, guest memory unmapped, every fd closed.
+    public func run() {
+        defer { teardown() }
+        while true {
+            let message: VhostUserMessage
+            do {
+                guard let m = try VhostUserMessage.read(from: socket.rawValue) else {
+                    log.logger.info("frontend disconnected")
+                    return
+                }
+                message = m
+            } catch {
+                log.logger.warning("connection closed: \(error)")
+                return
+            }
+            guard message.header.flags & VhostUserHeaderFlags.versionMask == VhostUserHeaderFlags.version else {
+                log.logger.error("bad vhost-user version in flags 0x\(String(message.header.flags, radix: 16)); closing")
+                return
+            }
+            do {
+                try dispatch(message)
+            } catch let error as Errno {
+                log.logger.warning("connection closed while replying: \(error)")
+                return
+            } catch {
+                log.logger.error("unexpected error: \(error)")
+                return
+            }
+        }
+    }
+
+    private func teardown() {
+        stopAllWorkers()
+        state.withLock { $0 = State(vrings: Array(repeating: Vring(), count: device.queueCount)) }
+        memory.publish(GuestMemory.empty)
+        device.disconnected()
+    }
+
+    // MARK: dispatch
+
+    private func dispatch(_ message: VhostUserMessage) throws(Errno) {
+        let code = message.header.request
+        guard let request = VhostUserRequest(rawValue: code) else {
+            log.log(.error, key: "vu-unknown", "unknown vhost-user request \(code), \(message.payload.count) bytes")
+            try ack(message, ok: false)
+            return
+        }
+        do {
+            if let reply = try handle(request, message) {
+                try send(request, reply)
+            } else {
+                try ack(message, ok: true)
+            }
+        } catch let error as VhostUserMessageError {
+            log.log(.error, key: "vu-\(request.name)", "\(error)")
+            if request.alwaysReplies {
+                try send(request, WireWriter().u64(1).bytes)   // a reply is due: say failure
+            } else {
+                try ack(message, ok: false)
+            }
+        } catch let e as Errno {
+            throw e
+        } catch {
+            log.logger.error("\(request.name): \(error)")
+            try ack(message, ok: false)
+        }
+    }
+
+    private func send(_ request: VhostUserRequest, _ payload: [UInt8]) throws(Errno) {
+        try VhostUserMessage.write(to: socket.rawValue, request: request.rawValue,
+                                   flags: VhostUserHeaderFlags.version | VhostUserHeaderFlags.reply, payload: payload)
+    }
+
+    /// REPLY_ACK: a u64 status when the frontend asked for one and the feature was negotiated.
+    private func ack(_ message: VhostUserMessage, ok: Bool) throws(Errno) {
+        let acked = state.withLock { $0.ackedProtocol.contains(.replyAck) }
+        guard acked, message.header.needsReply else { return }
+        try VhostUserMessage.write(to: socket.rawValue, request: message.header.request,
+                                   flags: VhostUserHeaderFlags.version | VhostUserHeaderFlags.reply,
+                                   payload: WireWriter().u64(ok ? 0 : 1).bytes)
+    }
+
+    /// Handles one request. Returns a reply payload for requests that have one.
+    private func handle(_ request: VhostUserRequest, _ m: VhostUserMessage) throws -> [UInt8]? {
+        let p = WireReader(m.payload)
+        func expect(size: Int, fds: Int = 0) throws(VhostUserMessageError) {
+            guard m.payload.count == size else { throw .badSize(request: request.name, got: m.payload.count, expected: "\(size)") }
+            guard m.fds.count == fds else { throw .badFDCount(request: request.name, got: m.fds.count, expected: fds) }
+        }
+        switch request {
+        case .getFeatures:
+            try expect(size: 0)
+            return WireWriter().u64(offeredFeatures).bytes
+        case .setFeatures:
+            try expect(size: 8)
+            // QEMU may ack transport bits we never offered (design notes): accept them.
+            let features = p.u64(0)
+            state.withLock { $0.ackedFeatures = features }
+            device.featuresNegotiated(features)
+            return nil
+        case .getProtocolFeatures:
+            try expect(size: 0)
+            return WireWriter().u64(offeredProtocolFeatures.rawValue).bytes
+        case .setProtocolFeatures:
+            try expect(size: 8)
+            let wanted = VhostUserProtocolFeatures(rawValue: p.u64(0))
+            state.withLock { $0.ackedProtocol = wanted.intersection(offeredProtocolFeatures) }
+            return nil
+        case .setOwner, .resetOwner:
+            try expect(size: 0)
+            if request == .resetOwner { resetDevice() }
+            return nil
+        case .resetDevice:
+            try expect(size: 0)
+            resetDevice()
+            return nil
+        case .getQueueNum:
+            try expect(size: 0)
+            return WireWriter().u64(UInt64(device.queueCount)).bytes
+        case .getMaxMemSlots:
+            try expect(size: 0)
+            return WireWriter().u64(UInt64(Self.maxMemorySlots)).bytes
+        case .setMemTable:
+            try setMemTable(m, p)
+            return nil
+        case .addMemReg:
+            try expect(size: SingleMemoryRegionPayload.size, fds: 1)
+            try addRegion(MemoryRegionPayload(p, at: 8), fd: m.fds[0], request: request)
+            return nil
+        case .remMemReg:
+            // QEMU sends no fd here; some frontends send one. Accept either (it is closed).
+            guard m.payload.count == SingleMemoryRegionPayload.size, m.fds.count <= 1
+            else { throw VhostUserMessageError.badSize(request: request.name, got: m.payload.count, expected: "\(SingleMemoryRegionPayload.size)") }
+            try removeRegion(MemoryRegionPayload(p, at: 8), request: request)
+            return nil
+        case .setVringNum:
+            try expect(size: VringState.size)
+            let s = VringState(p)
+            let i = try vringIndex(s.index, request)
+            guard s.num > 0, s.num <= UInt32(device.maxQueueSize), s.num & (s.num - 1) == 0
+            else { throw VhostUserMessageError.invalidPayload(request: request.name, "queue size \(s.num) (max \(device.maxQueueSize), power of two)") }
+            try whileStopped(i, request) { $0.size = UInt16(s.num) }
+            return nil
+        case .setVringBase:
+            try expect(size: VringState.size)
+            let s = VringState(p)
+            let i = try vringIndex(s.index, request)
+            guard s.num <= 0xffff else { throw VhostUserMessageError.invalidPayload(request: request.name, "base \(s.num)") }
+            try whileStopped(i, request) { $0.base = UInt16(s.num) }
+            return nil
+        case .setVringAddr:
+            try expect(size: VringAddressPayload.size)
+            let a = VringAddressPayload(p)
+            let i = try vringIndex(a.index, request)
+            try whileStopped(i, request) {
+                $0.addresses = VringAddresses(descriptorTable: .init(a.descriptor), availableRing: .init(a.available), usedRing: .init(a.used))
+            }
+            return nil
+        case .setVringKick:
+            let (i, fd) = try vringFD(m, p, request)
+            guard let fd else { throw VhostUserMessageError.unsupported(request: "\(request.name) without an fd (polling mode)") }
+            try startVring(i, kick: fd, request: request)
+            return nil
+        case .setVringCall:
+            let (i, fd) = try vringFD(m, p, request)
+            state.withLock { s in
+                s.vrings[i].call = fd
+                s.vrings[i].worker?.setCall(fd)
+            }
+            return nil
+        case .setVringErr:
+            let (i, fd) = try vringFD(m, p, request)
+            state.withLock { $0.vrings[i].err = fd }
+            return nil
+        case .setVringEnable:
+            try expect(size: VringState.size)
+            let s = VringState(p)
+            let i = try vringIndex(s.index, request)
+            guard s.num <= 1 else { throw VhostUserMessageError.invalidPayload(request: request.name, "enable \(s.num)") }
+            state.withLock { st in
+                st.vrings[i].enabled = s.num == 1
+                st.vrings[i].worker?.setEnabled(s.num == 1)
+            }
+            return nil
+        case .getVringBase:
+            try expect(size: VringState.size)
+            let s = VringState(p)
+            let i = try vringIndex(s.index, request)
+            let base = stopVring(i)
+            return VringState(index: s.index, num: UInt32(base)).bytes
+        case .getConfig:
+            guard m.payload.count >= ConfigPayload.headerSize, m.fds.isEmpty
+            else { throw VhostUserMessageError.badSize(request: request.name, got: m.payload.count, expected: ">= 12") }
+            let offset = p.u32(0), size = p.u32(4), flags = p.u32(8)
+            guard size <= UInt32(ConfigPayload.maxSize), m.payload.count == ConfigPayload.headerSize + Int(size)
+            else { throw VhostUserMessageError.badSize(request: request.name, got: m.payload.count, expected: "12 + size (\(size) ≤ 256)") }
+            guard let data = device.readConfig(offset: Int(offset), count: Int(size)), data.count == Int(size) else {
+                log.log(.warning, key: "vu-config", "GET_CONFIG offset \(offset) size \(size) outside config space")
+                // A zero-size reply tells the frontend the read failed (vhost-user spec).
+                return ConfigPayload(offset: offset, size: 0, flags: flags, data: []).bytes
+            }
+            return ConfigPayload(offset: offset, size: size, flags: flags, data: data).bytes
+        case .setConfig:
+            guard m.payload.count >= ConfigPayload.headerSize, m.fds.isEmpty
+            else { throw VhostUserMessageError.badSize(request: request.name, got: m.payload.count, expected: ">= 12") }
+            let offset = p.u32(0), size = p.u32(4)
+            guard size <= UInt32(ConfigPayload.maxSize), m.payload.count == ConfigPayload.headerSize + Int(size)
+            else { throw VhostUserMessageError.badSize(request: request.name, got: m.payload.count, expected: "12 + size") }
+            guard device.writeConfig(offset: Int(offset), bytes: Array(m.payload[12...]))
+            else { throw VhostUserMessageError.failed(request: request.name, "config write at \(offset) refused") }
+            return nil
+        default:
+            switch try device.handleDeviceRequest(request.rawValue, payload: m.payload, fds: m.fds) {
+            case .done: return nil
+            case let .reply(bytes): return bytes
+            }
+        }
+    }
+
+    // MARK: vrings
+
+    private func vringIndex(_ raw: UInt32, _ request: VhostUserRequest) throws(VhostUserMessageError) -> Int {
+        guard raw < UInt32(device.queueCount) else { throw .invalidPayload(request: request.name, "vring \(raw) of \(device.queueCount)") }
+        return Int(raw)
+    }
+
+    private func vringFD(_ m: VhostUserMessage, _ p: WireReader, _ request: VhostUserRequest) throws(VhostUserMessageError) -> (Int, OwnedFileDescriptor?) {
+        guard m.payload.count == 8 else { throw .badSize(request: request.name, got: m.payload.count, expected: "8") }
+        let value = p.u64(0)
+        guard value & ~(VringFDPayload.indexMask | VringFDPayload.noFD) == 0
+        else { throw .invalidPayload(request: request.name, "reserved bits set in 0x\(String(value, radix: 16))") }
+        let i = try vringIndex(UInt32(value & VringFDPayload.indexMask), request)
+        let noFD = value & VringFDPayload.noFD != 0
+        guard m.fds.count == (noFD ? 0 : 1) else { throw .badFDCount(request: request.name, got: m.fds.count, expected: noFD ? 0 : 1) }
+        return (i, m.fds.first)
+    }
+
+    /// Ring layout may only change while the ring is stopped.
+    private func whileStopped(_ i: Int, _ request: VhostUserRequest, _ body: (inout Vring) -> Void) throws(VhostUserMessageError) {
+        let running = state.withLock { s -> Bool in
+            guard s.vrings[i].worker == nil else { return true }
+            body(&s.vrings[i])
+            return false
+        }
+        if running { throw .invalidPayload(request: request.name, "vring \(i) is running") }
+    }
+
+    private func startVring(_ i: Int, kick: OwnedFileDescriptor, request: VhostUserRequest) throws {
+        _ = stopVring(i)
+        let current = memory.current.memory
+        try state.withLock { s in
+            let v = s.vrings[i]
+            guard v.size > 0, let addresses = v.addresses
+            else { throw VhostUserMessageError.invalidPayload(request: request.name, "vring \(i) has no size or addresses") }
+            let queue: SplitVirtqueue
+            do {
+                queue = try SplitVirtqueue(size: v.size, addresses: addresses, memory: current,
+                                           eventIndex: s.ackedFeatures & VirtioFeature.ringEventIdx != 0, nextAvail: v.base)
+            } catch {
+                throw VhostUserMessageError.invalidPayload(request: request.name, "vring \(i): \(error)")
+            }
+            // Without PROTOCOL_FEATURES a ring is enabled as soon as it starts (vhost-user spec).
+            let enabled = s.ackedFeatures & VirtioFeature.protocolFeatures == 0 || v.enabled
+            s.vrings[i].worker = try VringWorker(index: i, queue: queue, kick: kick, call: v.call, enabled: enabled,
+                                                 memory: memory, device: device, log: log)
+        }
+    }
+
+    /// Stops ring `i` if running; returns its next avail index.
+    private func stopVring(_ i: Int) -> UInt16 {
+        guard let worker = state.withLock({ s -> VringWorker? in
+            let w = s.vrings[i].worker
+            s.vrings[i].worker = nil
+            return w
+        }) else { return state.withLock { $0.vrings[i].base } }
+        device.willStopQueues()
+        let base = worker.stop()
+        device.didStopQueues()
+        state.withLock { $0.vrings[i].base = base }
+        return base
+    }
+
+    private func stopAllWorkers() {
+        for i in 0..<device.queueCount { _ = stopVring(i) }
+    }
+
+    private func resetDevice() {
+        stopAllWorkers()
+        state.withLock { s in
+            s.vrings = Array(repeating: Vring(), count: device.queueCount)
+            s.ackedFeatures = 0
+        }
+        device.reset()
+    }
+
+    // MARK: memory
+
+    private func setMemTable(_ m: VhostUserMessage, _ p: WireReader) throws(VhostUserMessageError) {
+        let name = VhostUserRequest.setMemTable.name
+        guard m.payload.count >= 8 else { throw .badSize(request: name, got: m.payload.count, expected: ">= 8") }
+        let n = Int(p.u32(0))
+        guard n >= 1, n <= MemoryTablePayload.maxRegions else { throw .invalidPayload(request: name, "\(n) regions") }
+        guard m.payload.count == 8 + n * MemoryRegionPayload.size else { throw .badSize(request: name, got: m.payload.count, expected: "\(8 + n * 32)") }
+        guard m.fds.count == n else { throw .badFDCount(request: name, got: m.fds.count, expected: n) }
+        var regions: [GuestMemoryRegion] = []
+        for k in 0..<n {
+            regions.append(try map(MemoryRegionPayload(p, at: 8 + k * 32), fd: m.fds[k], request: name))
+        }
+        try publish(regions, request: name)
+    }
+
+    private func addRegion(_ r: MemoryRegionPayload, fd: OwnedFileDescriptor, request: VhostUserRequest) throws(VhostUserMessageError) {
+        let existing = state.withLock { $0.regions }
+        guard existing.count < Self.maxMemorySlots else { throw .invalidPayload(request: request.name, "all \(Self.maxMemorySlots) slots used") }
+        try publish(existing + [try map(r, fd: fd, request: request.name)], request: request.name)
+    }
+
+    private func removeRegion(_ r: MemoryRegionPayload, request: VhostUserRequest) throws(VhostUserMessageError) {
+        let existing = state.withLock { $0.regions }
+        let kept = existing.filter { !($0.guestStart.raw == r.guestAddress && $0.size == r.size && $0.frontendStart.raw == r.userAddress) }
+        guard kept.count < existing.count else { throw .invalidPayload(request: request.name, "no region at 0x\(String(r.guestAddress, radix: 16)) size \(r.size)") }
+        try publish(kept, request: request.name)
+    }
+
+    private func map(_ r: MemoryRegionPayload, fd: OwnedFileDescriptor, request: String) throws(VhostUserMessageError) -> GuestMemoryRegion {
+        let (length, overflow) = r.size.addingReportingOverflow(r.mmapOffset)
+        guard r.size > 0, !overflow, length <= UInt64(Int.max) else { throw .invalidPayload(request: request, "region size \(r.size) offset \(r.mmapOffset)") }
+        let mapping: SharedFileMapping
+        do { mapping = try SharedFileMapping(file: fd, length: Int(length)) } catch {
+            throw .failed(request: request, "mmap of \(length) bytes: \(error)")
+        }
+        return GuestMemoryRegion(guestStart: GuestPhysicalAddress(r.guestAddress), size: r.size,
+                                 frontendStart: FrontendVirtualAddress(r.userAddress), fileOffset: r.mmapOffset,
+                                 hostBase: mapping.base + Int(r.mmapOffset), mapping: mapping)
+    }
+
+    private func publish(_ regions: [GuestMemoryRegion], request: String) throws(VhostUserMessageError) {
+        let map: GuestMemory
+        do { map = try GuestMemory(regions: regions) } catch { throw .invalidPayload(request: request, "\(error)") }
+        state.withLock { $0.regions = map.regions }
+        memory.publish(map)
+    }
+}
+
+extension VhostUserRequest {
+    /// Requests whose reply is part of the protocol (sent whatever REPLY_ACK says).
+    var alwaysReplies: Bool {
+        switch self {
+        case .getFeatures, .getProtocolFeatures, .getVringBase, .getQueueNum, .getConfig, .getMaxMemSlots,
+             .getInflightFD, .getSharedObject, .getStatus, .setDeviceStateFD, .checkDeviceState: true
+        default: false
+        }
+    }
+}

@@ -1,0 +1,124 @@
+import Dispatch
+import Logging
+import Synchronization
+import VirtioCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Publishes the current guest memory map to queue workers. Replaced whole, never edited.
+public final class GuestMemoryPublisher: Sendable {
+    private let state = Mutex<(memory: GuestMemory, generation: UInt64)>((GuestMemory.empty, 0))
+    public init() {}
+    public func publish(_ memory: GuestMemory) { state.withLock { $0 = (memory, $0.generation &+ 1) } }
+    public var current: (memory: GuestMemory, generation: UInt64) { state.withLock { $0 } }
+}
+
+/// One virtqueue's worker: an OS thread blocked in poll(2) on the kick eventfd and a wake
+/// eventfd. Pops chains, hands them to the device, returns them, signals the call eventfd.
+final class VringWorker: Sendable {
+    let index: Int
+    private let kick: OwnedFileDescriptor
+    private let wake: OwnedFileDescriptor
+    private let call: Mutex<OwnedFileDescriptor?>
+    private let enabled: Atomic<Bool>
+    private let stopRequested = Atomic<Bool>(false)
+    private let finished = DispatchSemaphore(value: 0)
+    /// The avail index reached, valid once the thread has finished.
+    private let finalAvail = Atomic<UInt16>(0)
+
+    /// @unchecked: the queue moves to the worker thread once and is used only there.
+    private final class QueueBox: @unchecked Sendable { let queue: SplitVirtqueue; init(_ q: SplitVirtqueue) { queue = q } }
+
+    init(index: Int, queue: SplitVirtqueue, kick: OwnedFileDescriptor, call: OwnedFileDescriptor?, enabled: Bool,
+         memory: GuestMemoryPublisher, device: any VhostUserDevice, log: RateLimitedLogger) throws {
+        self.index = index
+        self.kick = kick
+        self.wake = try EventFD.make()
+        self.call = Mutex(call)
+        self.enabled = Atomic(enabled)
+        finalAvail.store(queue.nextAvail, ordering: .relaxed)
+        let box = QueueBox(queue)
+        startThread(name: "vgpu-vq\(index)") { [self] in
+            run(box.queue, memory: memory, device: device, log: log)
+        }
+    }
+
+    func setCall(_ fd: OwnedFileDescriptor?) { call.withLock { $0 = fd } }
+
+    func setEnabled(_ on: Bool) {
+        enabled.store(on, ordering: .releasing)
+        EventFD.signal(wake.rawValue)   // process anything that queued up while disabled
+    }
+
+    /// Stops the thread and returns the next avail index (the vring base for GET_VRING_BASE).
+    func stop() -> UInt16 {
+        stopRequested.store(true, ordering: .releasing)
+        EventFD.signal(wake.rawValue)
+        finished.wait()
+        return finalAvail.load(ordering: .acquiring)
+    }
+
+    private func run(_ queue: SplitVirtqueue, memory: GuestMemoryPublisher, device: any VhostUserDevice, log: RateLimitedLogger) {
+        defer { finalAvail.store(queue.nextAvail, ordering: .releasing); finished.signal() }
+        var generation = memory.current.generation
+        var chain = DescriptorChain()
+        var broken = false
+        var fds = [pollfd(fd: kick.rawValue, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: wake.rawValue, events: Int16(POLLIN), revents: 0)]
+        // A kick may have arrived before the thread started: look once up front.
+        var pendingWork = true
+        while !stopRequested.load(ordering: .acquiring) {
+            if !pendingWork {
+                fds[0].revents = 0; fds[1].revents = 0
+                let r = poll(&fds, 2, -1)
+                if r < 0 { if errno == EINTR { continue }; log.logger.error("vq\(index): poll failed, errno \(errno)"); return }
+                if fds[1].revents != 0 { EventFD.drain(wake.rawValue) }
+                if fds[0].revents & Int16(POLLIN) != 0 { EventFD.drain(kick.rawValue) }
+                if fds[0].revents & Int16(POLLHUP | POLLERR | POLLNVAL) != 0 { return }
+            }
+            pendingWork = false
+            if stopRequested.load(ordering: .acquiring) { break }
+            guard enabled.load(ordering: .acquiring), !broken else { continue }
+            let snapshot = memory.current
+            if snapshot.generation != generation {
+                do { try queue.updateMemory(snapshot.memory); generation = snapshot.generation } catch {
+                    log.log(.error, key: "vq-memory", "vq\(index): rings no longer in guest RAM after memory change: \(error); queue stopped")
+                    broken = true
+                    continue
+                }
+            }
+            broken = !drain(queue, chain: &chain, memory: snapshot.memory, device: device, log: log)
+        }
+    }
+
+    /// Processes every available chain; false if the queue is broken beyond recovery.
+    private func drain(_ queue: SplitVirtqueue, chain: inout DescriptorChain, memory: GuestMemory,
+                       device: any VhostUserDevice, log: RateLimitedLogger) -> Bool {
+        repeat {
+            while true {
+                do {
+                    guard try queue.popChain(into: &chain) else { break }
+                    let written = device.handleChain(queue: index, chain: chain, memory: memory)
+                    queue.addUsed(head: chain.head, length: written)
+                } catch {
+                    log.log(.warning, key: "vq-chain", "vq\(index): bad descriptor chain: \(error)")
+                    guard let head = error.recoverableHead else {
+                        log.log(.error, key: "vq-broken", "vq\(index): queue stopped until the driver resets it")
+                        notify(queue)
+                        return false
+                    }
+                    queue.addUsed(head: head, length: 0)   // give the buffer back, unprocessed
+                }
+                if stopRequested.load(ordering: .relaxed) { notify(queue); return true }
+            }
+            notify(queue)
+        } while (try? queue.enableKicks()) ?? false
+        return true
+    }
+
+    private func notify(_ queue: SplitVirtqueue) {
+        guard queue.needsNotification() else { return }
+        call.withLock { fd in if let fd { EventFD.signal(fd.rawValue) } }
+    }
+}

@@ -1,0 +1,122 @@
+import CShims
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A UNIX stream socket carrying fds with SCM_RIGHTS (what SwiftNIO cannot do on streams).
+public enum UnixSocket {
+    /// Binds and listens on `path`, replacing a stale socket file. Mode is set by the caller's umask
+    /// unless `mode` is given.
+    public static func listen(path: String, backlog: Int32 = 4, mode: mode_t? = nil) throws(Errno) -> OwnedFileDescriptor {
+        let fd = OwnedFileDescriptor(try retryingEINTR { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) })
+        var addr = try address(path)
+        unlink(path)
+        try retryingEINTR { withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        } }
+        if let mode { _ = try retryingEINTR { chmod(path, mode) } }
+        try retryingEINTR { Glibc.listen(fd.rawValue, backlog) }
+        return fd
+    }
+
+    public static func accept(_ listener: OwnedFileDescriptor) throws(Errno) -> OwnedFileDescriptor {
+        OwnedFileDescriptor(try retryingEINTR { vgpu_accept_cloexec(listener.rawValue) })
+    }
+
+    public static func connect(path: String) throws(Errno) -> OwnedFileDescriptor {
+        let fd = OwnedFileDescriptor(try retryingEINTR { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) })
+        var addr = try address(path)
+        try retryingEINTR { withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        } }
+        return fd
+    }
+
+    /// A connected pair (tests, the display channel peer).
+    public static func pair() throws(Errno) -> (OwnedFileDescriptor, OwnedFileDescriptor) {
+        var fds: [Int32] = [0, 0]
+        try retryingEINTR { socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) }
+        return (OwnedFileDescriptor(fds[0]), OwnedFileDescriptor(fds[1]))
+    }
+
+    private static func address(_ path: String) throws(Errno) -> sockaddr_un {
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw .fileNameTooLong }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in raw.copyBytes(from: bytes) }
+        return addr
+    }
+
+    /// Writes all of `parts` (one message) with `fds` attached to the first byte. Blocking.
+    public static func send(_ fd: Int32, _ parts: [[UInt8]], fds: [Int32] = []) throws(Errno) {
+        let all = parts.count == 1 ? parts[0] : parts.flatMap { $0 }
+        var sent = 0
+        var fdsToSend = fds
+        while sent < all.count || (all.isEmpty && !fdsToSend.isEmpty) {
+            let n = all.withUnsafeBytes { raw -> Int in
+                var iov = iovec(iov_base: UnsafeMutableRawPointer(mutating: raw.baseAddress! + sent), iov_len: all.count - sent)
+                return fdsToSend.withUnsafeBufferPointer { f in vgpu_sendmsg_fds(fd, &iov, 1, f.baseAddress, Int32(f.count)) }
+            }
+            if n < 0 { throw Errno(rawValue: errno) }
+            fdsToSend = []
+            sent += n
+        }
+    }
+
+    /// Reads exactly `count` bytes; collects fds that arrive with them. Returns nil on EOF at a
+    /// message boundary (`count` bytes not started).
+    public static func receive(_ fd: Int32, count: Int, fds: inout [OwnedFileDescriptor]) throws(Errno) -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: count)
+        var got = 0
+        var raw = [Int32](repeating: -1, count: 16)
+        while got < count {
+            var nfds: Int32 = 0, truncated: Int32 = 0
+            let n = buffer.withUnsafeMutableBytes { b in
+                raw.withUnsafeMutableBufferPointer { r in
+                    vgpu_recvmsg_fds(fd, b.baseAddress! + got, count - got, r.baseAddress, 16, &nfds, &truncated)
+                }
+            }
+            for i in 0..<Int(nfds) { fds.append(OwnedFileDescriptor(raw[i])) }
+            if n < 0 { throw Errno(rawValue: errno) }
+            if n == 0 {
+                if got == 0 { return nil }
+                throw .connectionReset
+            }
+            got += n
+        }
+        return buffer
+    }
+}
+
+/// One vhost-user message as received: header, payload and the fds that came with it.
+public struct VhostUserMessage: Sendable {
+    public var header: VhostUserHeader
+    public var payload: [UInt8]
+    public var fds: [OwnedFileDescriptor]
+
+    /// Largest payload accepted; anything longer is a broken peer (the spec's largest is ~4 KiB).
+    public static let maxPayload = 64 * 1024
+
+    public init(header: VhostUserHeader, payload: [UInt8], fds: [OwnedFileDescriptor]) {
+        self.header = header; self.payload = payload; self.fds = fds
+    }
+
+    /// Reads one message. nil on orderly EOF.
+    public static func read(from fd: Int32) throws(Errno) -> VhostUserMessage? {
+        var fds: [OwnedFileDescriptor] = []
+        guard let headerBytes = try UnixSocket.receive(fd, count: VhostUserHeader.size, fds: &fds) else { return nil }
+        let header = headerBytes.withUnsafeBytes { VhostUserHeader(bytes: $0) }
+        guard Int(header.size) <= maxPayload else { throw .messageTooLong }
+        let payload = header.size == 0 ? [] : (try UnixSocket.receive(fd, count: Int(header.size), fds: &fds) ?? [])
+        guard payload.count == Int(header.size) else { throw .connectionReset }
+        return VhostUserMessage(header: header, payload: payload, fds: fds)
+    }
+
+    /// Sends a message with the given request, flags and payload.
+    public static func write(to fd: Int32, request: UInt32, flags: UInt32, payload: [UInt8], fds: [Int32] = []) throws(Errno) {
+        let header = VhostUserHeader(request: request, flags: flags, size: UInt32(payload.count))
+        try UnixSocket.send(fd, [header.bytes, payload], fds: fds)
+    }
+}
