@@ -58,7 +58,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "CShims"], swiftSettings: swiftSettings),
-        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "VirtioCore", "CShims"], swiftSettings: swiftSettings),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "VhostUserFrontend", "VirtioCore", "CShims", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .testTarget(name: "DisplayChannelTests", dependencies: ["DisplayChannel", "CShims"], swiftSettings: swiftSettings),
         .testTarget(name: "VirtioGPUTests", dependencies: ["VirtioGPU", "VirtioCore", "CShims"], swiftSettings: swiftSettings),
         .testTarget(name: "EndToEndTests", dependencies: [

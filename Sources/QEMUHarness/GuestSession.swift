@@ -188,7 +188,15 @@ public final class GuestSession: @unchecked Sendable {
             if qmpDeadline.expired { throw HarnessError.timeout(waitingFor: "QEMU's QMP socket", after: qmpDeadline.timeout) }
             try await Task.sleep(for: .milliseconds(20))
         }
-        qmp = try QMPClient(path: qmpSocket, timeout: .seconds(30))
+        do {
+            qmp = try QMPClient(path: qmpSocket, timeout: .seconds(30))
+        } catch {
+            // Usually QEMU gave up (a backend that does not answer, a bad option): say that.
+            if let status = await qemu.waitForExit(timeout: .seconds(1)) {
+                throw HarnessError.processExited(name: "QEMU", status: status, waitingFor: "QMP (\(error))")
+            }
+            throw error
+        }
     }
 
     // MARK: Serial console

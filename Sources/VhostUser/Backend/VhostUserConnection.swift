@@ -72,11 +72,8 @@ public final class VhostUserConnection: Sendable {
             }
             do {
                 try dispatch(message)
-            } catch let error as Errno {
-                log.logger.warning("connection closed while replying: \(error)")
-                return
             } catch {
-                log.logger.error("unexpected error: \(error)")
+                log.logger.warning("connection closed while replying: \(error)")
                 return
             }
         }

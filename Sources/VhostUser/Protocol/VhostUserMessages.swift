@@ -19,7 +19,12 @@ public enum VhostUserRequest: UInt32, Sendable, CaseIterable {
 extension String {
     var snakeUpper: String {
         var out = ""
-        for c in self { if c.isUppercase { out += "_" }; out += c.uppercased() }
+        var previousLower = false
+        for c in self {
+            if c.isUppercase && previousLower { out += "_" }
+            previousLower = c.isLowercase
+            out += c.uppercased()
+        }
         return out
     }
 }

@@ -1,0 +1,61 @@
+import Foundation
+import Logging
+import Synchronization
+import VhostUser
+import VirtioCore
+
+/// A one-queue device that copies every request back reversed: enough to exercise the server.
+final class EchoDevice: VhostUserDevice {
+    let queueCount = 1
+    let maxQueueSize: UInt16 = 256
+    let deviceFeatures: UInt64 = 1 << 3
+    var protocolFeatures: VhostUserProtocolFeatures { [.config] }
+    let config = Mutex<[UInt8]>(Array(0..<16))
+    let events = Mutex<[String]>([])
+
+    func readConfig(offset: Int, count: Int) -> [UInt8]? {
+        config.withLock { c in offset >= 0 && count >= 0 && offset + count <= c.count ? Array(c[offset..<offset + count]) : nil }
+    }
+    func writeConfig(offset: Int, bytes: [UInt8]) -> Bool {
+        config.withLock { c in
+            guard offset >= 0, offset + bytes.count <= c.count else { return false }
+            c.replaceSubrange(offset..<offset + bytes.count, with: bytes)
+            return true
+        }
+    }
+    func handleChain(queue: Int, chain: DescriptorChain, memory: GuestMemory) -> UInt32 {
+        var reader = ChainReader(chain: chain, memory: memory)
+        var writer = ChainWriter(chain: chain, memory: memory)
+        var bytes = [UInt8](repeating: 0, count: reader.remaining)
+        do {
+            try bytes.withUnsafeMutableBytes { try reader.read(into: $0) }
+            bytes.reverse()
+            let n = min(bytes.count, writer.available)
+            try bytes.withUnsafeBytes { try writer.write(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        } catch { return 0 }
+        return UInt32(writer.bytesWritten)
+    }
+    func reset() { events.withLock { $0.append("reset") } }
+    func disconnected() { events.withLock { $0.append("disconnected") } }
+}
+
+/// Runs a VhostUserConnection for `device` on a thread over a socketpair.
+final class ServedDevice: @unchecked Sendable {
+    let frontendSocket: OwnedFileDescriptor
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ device: any VhostUserDevice) throws {
+        let (a, b) = try UnixSocket.pair()
+        frontendSocket = a
+        var logger = Logger(label: "test")
+        logger.logLevel = ProcessInfo.processInfo.environment["VGPU_TEST_LOG"] != nil ? .trace : .critical
+        let connection = VhostUserConnection(socket: b, device: device, logger: logger)
+        let done = self.done
+        startThread(name: "test-conn") { connection.run(); done.signal() }
+    }
+
+    /// Waits for the connection thread to end (after the frontend closes its socket).
+    func waitFinished(timeout: Double = 5) -> Bool { done.wait(timeout: .now() + timeout) == .success }
+}
+
+func openFDCount() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1 }
