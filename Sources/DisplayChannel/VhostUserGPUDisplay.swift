@@ -61,7 +61,8 @@ public final class VhostUserGPUDisplay: DisplaySink {
     /// Reply side: one waiter at a time, and the queue of replies QEMU owes, in request order.
     private let receiver: Mutex<ReceiveState>
 
-    private struct SendState {
+    // @unchecked: only ever touched under its Mutex; the raw pointers are owned scratch memory.
+    private struct SendState: @unchecked Sendable {
         var open = true
         /// Reused iovec scratch array (`iovMax` entries).
         let iov: UnsafeMutablePointer<iovec>
@@ -87,7 +88,8 @@ public final class VhostUserGPUDisplay: DisplaySink {
         case dropped
     }
 
-    private struct ReceiveState {
+    // @unchecked: only ever touched under its Mutex; `buffer` is owned scratch memory.
+    private struct ReceiveState: @unchecked Sendable {
         var open = true
         var decoder = DisplayMessageDecoder(maxPayloadSize: 4096)
         /// Replies QEMU owes, oldest first (QEMU answers in request order).

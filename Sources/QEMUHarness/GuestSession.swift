@@ -195,6 +195,12 @@ public final class GuestSession: @unchecked Sendable {
             if let status = await qemu.waitForExit(timeout: .seconds(1)) {
                 throw HarnessError.processExited(name: "QEMU", status: status, waitingFor: "QMP (\(error))")
             }
+            if case .timeout = error as? HarnessError {
+                throw HarnessError.timeout(
+                    waitingFor: "QEMU's QMP greeting; QEMU sends it once every device is up, so it is probably "
+                        + "stuck in vhost-user-gpu-pci's set-up waiting for a backend reply (see the backend log)",
+                    after: .seconds(30))
+            }
             throw error
         }
     }
@@ -327,8 +333,12 @@ public final class GuestSession: @unchecked Sendable {
         let already = isShutDown.withLock { s -> Bool in defer { s = true }; return s }
         if already { return }
         if let qemu, qemu.isRunning {
-            qmp?.quit(timeout: .seconds(3))
-            qemu.kill(grace: .seconds(5))
+            if let qmp {
+                qmp.quit(timeout: .seconds(3))
+                qemu.kill(grace: .seconds(5))
+            } else {
+                qemu.kill(grace: .seconds(1))  // no QMP: QEMU is blocked and ignores SIGTERM anyway
+            }
         }
         qmp?.close()
         backend?.kill(grace: .seconds(3))

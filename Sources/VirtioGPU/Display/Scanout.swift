@@ -1,0 +1,52 @@
+import DisplayChannel
+
+/// What one head shows: a rectangle of a resource (SET_SCANOUT), or nothing.
+public struct Scanout: Equatable, Sendable {
+    /// The resource shown, or nil when disabled.
+    public var resource: ResourceID?
+    /// The part of the resource shown, in resource pixels; its size is the head's size.
+    public var rect: PixelRect
+
+    public static let disabled = Scanout(resource: nil, rect: PixelRect(x: 0, y: 0, width: 0, height: 0))
+}
+
+/// The device's heads (1...16). Touched by the control worker, reset and snapshots.
+struct ScanoutTable {
+    private(set) var scanouts: [Scanout]
+
+    init(count: Int) { scanouts = Array(repeating: .disabled, count: count) }
+
+    var count: Int { scanouts.count }
+
+    subscript(index: Int) -> Scanout {
+        get { scanouts[index] }
+        set { scanouts[index] = newValue }
+    }
+
+    /// Indices of the heads showing `id`.
+    func showing(_ id: ResourceID) -> [Int] {
+        scanouts.indices.filter { scanouts[$0].resource == id }
+    }
+
+    /// Disables every head; returns the ones that were enabled.
+    mutating func disableAll() -> [Int] {
+        let enabled = scanouts.indices.filter { scanouts[$0].resource != nil }
+        for i in enabled { scanouts[i] = .disabled }
+        return enabled
+    }
+}
+
+/// The 64×64 ARGB cursor image buffer, allocated once per device and reused by every
+/// UPDATE_CURSOR (cursor worker only).
+struct CursorImage: ~Copyable {
+    static let side = 64
+    static let byteCount = side * side * 4
+    let pixels: UnsafeMutableRawPointer
+
+    init() {
+        pixels = UnsafeMutableRawPointer.allocate(byteCount: Self.byteCount, alignment: 16)
+        pixels.initializeMemory(as: UInt8.self, repeating: 0, count: Self.byteCount)
+    }
+
+    deinit { pixels.deallocate() }
+}

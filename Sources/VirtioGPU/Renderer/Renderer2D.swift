@@ -1,0 +1,216 @@
+import CShims
+import DisplayChannel
+import Synchronization
+import VirtioCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The 2D renderer: each resource has a host copy in a memfd (`HostPixelStorage`), filled from
+/// guest pages by TRANSFER_TO_HOST_2D with row `memcpy`s and shown by handing the display a
+/// pointer into it (B8G8R8A8/X8) or rows converted into a reusable scratch buffer (other formats).
+///
+/// Hot paths (transfer, flush) allocate nothing per command.
+public final class Renderer2D: GPURenderer {
+    private let table: Mutex<ResourceTable>
+    /// Conversion buffer for flushes of non-native formats: allocated once, grown, never per command.
+    private let scratch = Mutex(ScratchBuffer())
+
+    public init(limits: ResourceLimits) {
+        self.table = Mutex(ResourceTable(limits: limits))
+    }
+
+    public func geometry(of id: ResourceID) -> ResourceGeometry? {
+        table.withLock { t in t[id].map { ResourceGeometry(format: $0.format, width: $0.width, height: $0.height) } }
+    }
+
+    public func createResource2D(_ id: ResourceID, format: PixelFormat, width: UInt32, height: UInt32) throws(GPUFailure) {
+        guard let bytes = Resource2D.byteCount(width: width, height: height) else {
+            throw .outOfMemory("\(width)x\(height) overflows")
+        }
+        try table.withLock { (t: inout ResourceTable) throws(GPUFailure) in
+            guard t[id] == nil else { throw .invalidResourceID("\(id) already exists") }
+            try t.checkCapacity(bytes: bytes)
+            // bytes <= maxResourceBytes, checked above, so it fits an Int.
+            guard let length = Int(exactly: bytes) else { throw .outOfMemory("\(bytes) bytes") }
+            let storage: HostPixelStorage
+            do { storage = try HostPixelStorage(length: length, name: "vgpu-\(id.raw)") }
+            catch { throw .outOfMemory("host copy of \(id) (\(bytes) bytes): \(error)") }
+            let stride = Int(width) * PixelFormat.bytesPerPixel
+            t.insert(Resource2D(id: id, format: format, width: width, height: height, stride: stride, storage: storage))
+        }
+    }
+
+    public func destroyResource(_ id: ResourceID) throws(GPUFailure) {
+        // The storage is released after the lock: munmap/close are not done under it.
+        let removed = table.withLock { $0.remove(id) }
+        guard removed != nil else { throw .invalidResourceID("\(id) does not exist") }
+    }
+
+    public func attachBacking(_ id: ResourceID, _ backing: BackingStore) throws(GPUFailure) {
+        try table.withLock { (t: inout ResourceTable) throws(GPUFailure) in
+            guard let r = t[id] else { throw .invalidResourceID("\(id) does not exist") }
+            // QEMU: ERR_UNSPEC when the resource already has backing.
+            guard r.backing == nil else { throw .unspec("\(id) already has backing") }
+            t.setBacking(backing, for: id)
+        }
+    }
+
+    public func detachBacking(_ id: ResourceID) throws(GPUFailure) {
+        try table.withLock { (t: inout ResourceTable) throws(GPUFailure) in
+            guard let r = t[id] else { throw .invalidResourceID("\(id) does not exist") }
+            // QEMU (virtio_gpu_find_check_resource with require_backing): ERR_UNSPEC.
+            guard r.backing != nil else { throw .unspec("\(id) has no backing") }
+            t.setBacking(nil, for: id)
+        }
+    }
+
+    public func transferToHost2D(_ id: ResourceID, rect r: PixelRect, offset: UInt64, memory: GuestMemory) throws(GPUFailure) {
+        // The copy runs under the table lock: the cursor worker never reads a half-written row.
+        try table.withLock { (t: inout ResourceTable) throws(GPUFailure) in
+            guard let res = t[id] else { throw .invalidResourceID("\(id) does not exist") }
+            guard let backing = res.backing else { throw .unspec("\(id) has no backing") }
+            guard r.lies(within: res.width, res.height) else {
+                throw .invalidParameter("rect \(r) outside \(id) (\(res.width)x\(res.height))")
+            }
+            guard !r.isEmpty else { return }
+            let stride = UInt64(res.stride)
+            let rowBytes = UInt64(r.width) * 4              // ≤ stride: r.width ≤ res.width
+            // Last byte read: offset + stride*(height-1) + rowBytes, all checked for overflow.
+            let (lastRow, o1) = stride.multipliedReportingOverflow(by: UInt64(r.height - 1))
+            let (lastRowStart, o2) = offset.addingReportingOverflow(lastRow)
+            let (end, o3) = lastRowStart.addingReportingOverflow(rowBytes)
+            guard !o1, !o2, !o3, end <= backing.totalLength else {
+                throw .invalidParameter("transfer of \(r) at offset \(offset) needs backing bytes up to \(o1 || o2 || o3 ? "overflow" : String(end)), \(id) has \(backing.totalLength)")
+            }
+            var reader = BackingReader(backing, memory: memory)
+            let base = res.storage.base
+            // Destination offsets lie within the host copy: r is within the resource.
+            let firstDst = Int(r.y) * res.stride + Int(r.x) * 4
+            if r.x == 0 && r.width == res.width {
+                // Full-width rows are contiguous on both sides: one copy (one memcpy per backing
+                // entry crossed; a single memcpy when one entry holds it all).
+                try reader.copy(from: offset, count: Int(stride) * Int(r.height), to: base + firstDst)
+            } else {
+                var src = offset
+                var dst = firstDst
+                for _ in 0..<r.height {
+                    try reader.copy(from: src, count: Int(rowBytes), to: base + dst)
+                    src &+= stride
+                    dst &+= res.stride
+                }
+            }
+        }
+    }
+
+    public func withScanoutPixels(_ id: ResourceID, rect r: PixelRect, _ body: (UnsafeRawPointer, Int) -> Void) throws(GPUFailure) {
+        // Take a strong reference to the storage and release the lock: the display write can be
+        // slow and must not hold up the cursor worker. Only the control worker writes pixels,
+        // and it is the one running this.
+        let found = table.withLock { t in t[id].map { ($0.storage, $0.format, $0.stride, $0.width, $0.height) } }
+        guard let (storage, format, stride, width, height) = found else { throw .invalidResourceID("\(id) does not exist") }
+        guard r.lies(within: width, height), !r.isEmpty else { throw .invalidParameter("rect \(r) outside \(id)") }
+        // Safety: r lies within the resource, so every row read below is inside the mapping.
+        let first = UnsafeRawPointer(storage.base + Int(r.y) * stride + Int(r.x) * 4)
+        if format.isDisplayNative {
+            withExtendedLifetime(storage) { body(first, stride) }
+            return
+        }
+        let rowBytes = Int(r.width) * 4
+        let total = rowBytes * Int(r.height)
+        try scratch.withLock { (s: inout ScratchBuffer) throws(GPUFailure) in
+            guard let dst = s.reserve(total) else { throw .outOfMemory("conversion buffer of \(total) bytes") }
+            withExtendedLifetime(storage) {
+                for row in 0..<Int(r.height) {
+                    _ = vgpu_convert_to_xrgb8888(format.wireValue, dst + row * rowBytes, first + row * stride, Int(r.width))
+                }
+                body(UnsafeRawPointer(dst), rowBytes)
+            }
+        }
+    }
+
+    public func copyCursorImage(_ id: ResourceID, into destination: UnsafeMutableRawPointer) throws(GPUFailure) {
+        try table.withLock { (t: inout ResourceTable) throws(GPUFailure) in
+            guard let res = t[id] else { throw .invalidResourceID("cursor \(id) does not exist") }
+            guard res.width == 64, res.height == 64 else {
+                throw .invalidParameter("cursor \(id) is \(res.width)x\(res.height), not 64x64")
+            }
+            let count = 64 * 64
+            let src = UnsafeRawPointer(res.storage.base)
+            if res.format == .b8g8r8a8 {
+                destination.copyMemory(from: src, byteCount: count * 4)
+                return
+            }
+            // 4096 pixels, cursor path only: keep alpha where the format has one.
+            let (b, g, r, a) = res.format.byteOffsets
+            let s = src.assumingMemoryBound(to: UInt8.self)
+            let d = destination.assumingMemoryBound(to: UInt8.self)
+            for i in 0..<count {
+                let p = i * 4
+                d[p] = s[p + b]
+                d[p + 1] = s[p + g]
+                d[p + 2] = s[p + r]
+                d[p + 3] = a.map { s[p + $0] } ?? 0xFF
+            }
+        }
+    }
+
+    public func hostStorage(of id: ResourceID) -> HostPixelStorage? {
+        table.withLock { $0[id]?.storage }
+    }
+
+    public func resources() -> [RendererResourceInfo] {
+        table.withLock { t in
+            t.resources.values.sorted { $0.id < $1.id }.map { r in
+                RendererResourceInfo(id: r.id, geometry: ResourceGeometry(format: r.format, width: r.width, height: r.height),
+                                     stride: r.stride, hostBytes: r.storage.length,
+                                     backingEntryCount: r.backing?.entries.count ?? 0, backingBytes: r.backing?.totalLength ?? 0)
+            }
+        }
+    }
+
+    public func reset() {
+        // Move the resources out so their mappings are released after the lock.
+        let dropped = table.withLock { t in
+            let all = t.resources
+            t.removeAll()
+            return all
+        }
+        _ = dropped
+        scratch.withLock { $0.release() }
+    }
+
+    /// Bytes held by host copies (for tests and stats).
+    public var totalHostBytes: UInt64 { table.withLock { $0.totalBytes } }
+}
+
+/// A malloc'd buffer that only grows; freed on release/deinit.
+struct ScratchBuffer: ~Copyable {
+    private var pointer: UnsafeMutableRawPointer?
+    private(set) var capacity = 0
+
+    init() {}
+
+    /// At least `bytes` bytes, or nil if the allocation fails.
+    mutating func reserve(_ bytes: Int) -> UnsafeMutableRawPointer? {
+        if bytes <= capacity, let pointer { return pointer }
+        // Round up to 64 KiB so slowly growing flushes do not realloc every time.
+        let (rounded, overflow) = bytes.addingReportingOverflow(0xFFFF)
+        guard !overflow else { return nil }
+        let newCapacity = rounded & ~0xFFFF
+        guard let p = realloc(pointer, newCapacity) else { return nil }
+        pointer = p
+        capacity = newCapacity
+        return p
+    }
+
+    mutating func release() {
+        free(pointer)
+        pointer = nil
+        capacity = 0
+    }
+
+    deinit { free(pointer) }
+}
