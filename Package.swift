@@ -54,7 +54,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-bench", dependencies: [
-            "VhostUserFrontend", "VirtioGPU", "DisplayChannel", "CShims",
+            "VhostUserFrontend", "VhostUser", "DisplayChannel", "CShims",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "CShims"], swiftSettings: swiftSettings),

@@ -1,1 +1,161 @@
-print("todo")
+import ArgumentParser
+import CShims
+import DisplayChannel
+import Foundation
+import SystemPackage
+import VhostUser
+import VhostUserFrontend
+
+/// vgpu-bench: drives any vhost-user-gpu backend (vgpu-backend, QEMU's C vhost-user-gpu) through
+/// the Swift frontend and reports throughput next to the raw socket bound of the same run.
+@main
+struct VGPUBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vgpu-bench",
+        abstract: "Benchmark vhost-user-gpu backends: 2D full-frame TRANSFER_TO_HOST_2D + RESOURCE_FLUSH.",
+        discussion: "Each frame is a full transfer plus a flush; the flush sends the frame to the display channel, read by an in-process QEMU-like peer that counts bytes.")
+
+    @Option(name: .customLong("backend"), parsing: .singleValue, help: "Backend binary to measure (repeatable). Default: vgpu-backend next to this binary.")
+    var backends: [String] = []
+
+    @Option(help: "Frame width.") var width: UInt32 = 1920
+    @Option(help: "Frame height.") var height: UInt32 = 1080
+    @Option(help: "Seconds to run each measurement.") var seconds: Double = 3
+    @Option(help: "Command pairs kept in flight.") var depth: Int = 4
+
+    func validate() throws {
+        guard (1...16384).contains(width), (1...16384).contains(height) else { throw ValidationError("--width/--height must be 1...16384") }
+        guard seconds > 0, seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
+        guard (1...64).contains(depth) else { throw ValidationError("--depth must be 1...64") }
+        for b in backends where !FileManager.default.isExecutableFile(atPath: b) {
+            throw ValidationError("--backend \(b): not an executable file")
+        }
+    }
+
+    func run() throws {
+        signal(SIGPIPE, SIG_IGN)
+        let frameBytes = Int(width) * Int(height) * 4
+        let list = backends.isEmpty ? [Self.defaultBackend()] : backends
+        print("frame \(width)x\(height) XRGB8888 (\(String(format: "%.1f", Double(frameBytes) / 1e6)) MB), \(seconds) s per run")
+        let bound = try measureRawSocket(frameBytes: frameBytes)
+        print(row("raw socketpair bound", bound, bound))
+        for backend in list {
+            do {
+                let fps = try measureBackend(backend, frameBytes: frameBytes)
+                print(row(URL(fileURLWithPath: backend).lastPathComponent, fps, bound))
+            } catch {
+                print("\(backend): failed: \(error)")
+                throw ExitCode.failure
+            }
+        }
+    }
+
+    static func defaultBackend() -> String {
+        let me = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        return me.deletingLastPathComponent().appendingPathComponent("vgpu-backend").path
+    }
+
+    func row(_ name: String, _ fps: Double, _ bound: Double) -> String {
+        let mbps = fps * Double(width) * Double(height) * 4 / 1e6
+        return name.padding(toLength: 28, withPad: " ", startingAt: 0)
+            + String(format: "%8.1f frames/s  %8.0f MB/s  %5.1f %% of bound", fps, mbps, 100 * fps / bound)
+    }
+
+    /// The same bytes as a flush's UPDATE message pushed through a socketpair to the same peer.
+    func measureRawSocket(frameBytes: Int) throws -> Double {
+        var config = DisplayChannelPeer.Configuration()
+        config.storePixels = false
+        config.recordLog = false
+        let (peer, fd) = try DisplayChannelPeer.connected(configuration: config)
+        defer { try? fd.close(); peer.close() }
+        var w = DisplayByteWriter(capacity: 32)
+        DisplayMessageHeader(.update, size: UInt32(DisplayUpdateHeader.byteCount + frameBytes)).encode(into: &w)
+        DisplayUpdateHeader(scanoutID: 0, rect: PixelRect(x: 0, y: 0, width: width, height: height)).encode(into: &w)
+        let header = w.bytes
+        let pixels = UnsafeMutableRawPointer.allocate(byteCount: frameBytes, alignment: 64)
+        defer { pixels.deallocate() }
+        memset(pixels, 0x5a, frameBytes)
+        let start = monotonicSeconds()
+        var frames = 0
+        while monotonicSeconds() - start < seconds {
+            try header.withUnsafeBytes { h in
+                var iov = [iovec(iov_base: UnsafeMutableRawPointer(mutating: h.baseAddress!), iov_len: h.count),
+                           iovec(iov_base: pixels, iov_len: frameBytes)]
+                var left = h.count + frameBytes
+                while left > 0 {
+                    let n = writev(fd.rawValue, &iov, Int32(iov.count))
+                    if n < 0 { if errno == EINTR || errno == EAGAIN { continue }; throw Errno(rawValue: errno) }
+                    left -= n
+                    advance(&iov, by: n)
+                }
+            }
+            frames += 1
+        }
+        // Count a frame only once the peer has read it.
+        _ = peer.waitFor(timeout: .seconds(10)) { $0.updateFrames >= frames }
+        return Double(frames) / (monotonicSeconds() - start)
+    }
+
+    private func advance(_ iov: inout [iovec], by n: Int) {
+        var n = n
+        while n > 0, !iov.isEmpty {
+            if n >= iov[0].iov_len { n -= iov[0].iov_len; iov.removeFirst() } else {
+                iov[0].iov_base += n; iov[0].iov_len -= n; n = 0
+            }
+        }
+    }
+
+    /// Launches `backend --socket-path`, drives it, returns frames/s.
+    func measureBackend(_ backend: String, frameBytes: Int) throws -> Double {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vgpu-bench-\(getpid())-\(Int.random(in: 0..<1_000_000))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let sock = dir.appendingPathComponent("gpu.sock").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: backend)
+        process.arguments = ["--socket-path", sock]
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+        defer { if process.isRunning { process.terminate(); process.waitUntilExit() } }
+        let deadline = monotonicSeconds() + 10
+        while !FileManager.default.fileExists(atPath: sock) {
+            guard monotonicSeconds() < deadline, process.isRunning else { throw VhostUserFrontend.FrontendError.badReply("\(backend) did not create \(sock)") }
+            usleep(10_000)
+        }
+        let frontend = try VhostUserFrontend(path: sock)
+        let driver = try VirtioGPUDriver(frontend: frontend, ramSize: UInt64(frameBytes) + (16 << 20))
+        var config = DisplayChannelPeer.Configuration()
+        config.storePixels = false
+        config.recordLog = false
+        config.heads = [DisplayMode(rect: PixelRect(x: 0, y: 0, width: width, height: height), enabled: true)]
+        let (peer, displayFD) = try DisplayChannelPeer.connected(configuration: config)
+        defer { peer.close() }
+        try frontend.gpuSetSocket(displayFD.rawValue)
+        try? displayFD.close()
+
+        // One resource backed by one contiguous guest range, shown on scanout 0.
+        let backing = driver.ram.allocate(frameBytes, alignment: 4096)
+        memset(driver.ram.pointer(backing), 0x3c, frameBytes)
+        try expectOK(driver.getDisplayInfo(), "GET_DISPLAY_INFO")
+        try expectOK(driver.createResource2D(id: 1, width: width, height: height), "RESOURCE_CREATE_2D")
+        try expectOK(driver.attachBacking(id: 1, entries: [(backing, UInt32(frameBytes))]), "ATTACH_BACKING")
+        try expectOK(driver.setScanout(0, id: 1, rect: VirtioGPUDriver.rect(0, 0, width, height)), "SET_SCANOUT")
+
+        try driver.pumpFrames(id: 1, width: width, height: height, frames: 5, depth: depth)   // warm-up
+        let before = peer.state.updateFrames
+        let start = monotonicSeconds()
+        var frames = 0
+        while monotonicSeconds() - start < seconds {
+            try driver.pumpFrames(id: 1, width: width, height: height, frames: 10, depth: depth)
+            frames += 10
+        }
+        guard peer.waitFor(timeout: .seconds(10), { $0.updateFrames - before >= frames }) else {
+            throw VhostUserFrontend.FrontendError.badReply("display received \(peer.state.updateFrames - before) of \(frames) frames")
+        }
+        return Double(frames) / (monotonicSeconds() - start)
+    }
+
+    func expectOK(_ r: VirtioGPUDriver.Response, _ what: String) throws {
+        guard r.isOK else { throw VhostUserFrontend.FrontendError.badReply("\(what) answered 0x\(String(r.type, radix: 16))") }
+    }
+}
