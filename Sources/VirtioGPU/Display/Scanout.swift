@@ -24,9 +24,6 @@ struct ScanoutTable {
     }
 
     /// Indices of the heads showing `id`.
-    func showing(_ id: ResourceID) -> [Int] {
-        scanouts.indices.filter { scanouts[$0].resource == id }
-    }
 
     /// Disables every head; returns the ones that were enabled.
     mutating func disableAll() -> [Int] {
