@@ -23,6 +23,13 @@ public struct PeerFramebuffer: Sendable, Equatable {
         pixels = [UInt8](repeating: 0, count: Int(width) * Int(height) * 4)
     }
 
+    /// A surface with the given pixels (empty when the peer only counts).
+    public init(width: UInt32, height: UInt32, pixels: [UInt8]) {
+        self.width = width
+        self.height = height
+        self.pixels = pixels
+    }
+
     /// The 32-bit pixel at (x, y), native-endian (0xXXRRGGBB on little-endian).
     public func pixel(x: Int, y: Int) -> UInt32 {
         let i = (y * Int(width) + x) * 4
@@ -75,7 +82,7 @@ public struct DisplayPeerState: Sendable {
     public var counts: [DisplayRequest: Int] = [:]
     /// What SET_PROTOCOL_FEATURES enabled, nil if not received.
     public var enabledFeatures: DisplayProtocolFeatures?
-    /// Surfaces created by SCANOUT and painted by UPDATE (with `storePixels`).
+    /// Surfaces created by SCANOUT and painted by UPDATE (pixels empty without `storePixels`).
     public var framebuffers: [UInt32: PeerFramebuffer] = [:]
     public var cursor = PeerCursor()
     public var cursorUpdates = 0
@@ -385,7 +392,7 @@ final class PeerCore: Sendable {
             } else if configuration.storePixels {
                 s.framebuffers[sc.scanoutID] = PeerFramebuffer(width: sc.width, height: sc.height)
             } else {
-                s.framebuffers[sc.scanoutID] = PeerFramebuffer(width: 0, height: 0)
+                s.framebuffers[sc.scanoutID] = PeerFramebuffer(width: sc.width, height: sc.height, pixels: [])
             }
             return nil
         case .update:

@@ -603,7 +603,7 @@ public struct DisplayMessage: Sendable, Equatable {
     public func validateAsRequest() throws(DisplayProtocolError) {
         guard let req = request else { throw .unknownRequest(header.request) }
         guard !isReply else { throw .badFlags(request: header.request, flags: header.flags.rawValue) }
-        let actual = Int(header.size) + discardedPayloadBytes
+        let actual = Int(header.size)
         switch req.requestPayloadSize {
         case .exact(let n):
             guard actual == n else { throw .wrongSize(what: req.name, expected: n, actual: actual) }

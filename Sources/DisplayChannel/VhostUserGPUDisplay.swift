@@ -71,6 +71,9 @@ public final class VhostUserGPUDisplay: DisplaySink {
         /// Scanouts that QEMU has a surface for (a SCANOUT with a size was sent). QEMU 10
         /// dereferences that surface on UPDATE without checking it exists.
         var hasSurface = [Bool](repeating: false, count: VhostUserGPUDisplay.maxScanouts)
+        /// Last cursor position sent per scanout: CURSOR_POS_HIDE repeats it, as QEMU's C
+        /// backend does (QEMU moves the hidden cursor there).
+        var cursorPosition = [(x: UInt32, y: UInt32)](repeating: (0, 0), count: VhostUserGPUDisplay.maxScanouts)
     }
 
     private enum Role { case negotiation, waiter, discard }
@@ -333,24 +336,36 @@ public final class VhostUserGPUDisplay: DisplaySink {
             state.iov[0] = iovec(iov_base: p, iov_len: DisplayMessageHeader.byteCount + DisplayCursorUpdate.headerByteCount)
             // Safety: the caller guarantees 64*64*4 readable bytes; the kernel only reads them.
             state.iov[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: pixels), iov_len: DisplayCursorUpdate.pixelBytes)
-            _ = transmit(state.iov, 2, fd: -1, .cursorUpdate)
+            if transmit(state.iov, 2, fd: -1, .cursorUpdate), Int(id) < Self.maxScanouts {
+                state.cursorPosition[Int(id)] = (x, y)
+            }
         }
     }
 
     /// CURSOR_POS: shows the cursor at (x, y) on scanout `id`.
     public func cursorMove(scanout id: UInt32, x: UInt32, y: UInt32) {
-        sendCursorPos(.cursorPos, DisplayCursorPos(scanoutID: id, x: x, y: y))
+        sendCursorPos(.cursorPos, scanout: id, position: (x, y))
     }
 
-    /// CURSOR_POS_HIDE: hides the cursor on scanout `id`.
+    /// CURSOR_POS_HIDE: hides the cursor on scanout `id` (at its last position).
     public func cursorHide(scanout id: UInt32) {
-        sendCursorPos(.cursorPosHide, DisplayCursorPos(scanoutID: id, x: 0, y: 0))
+        sendCursorPos(.cursorPosHide, scanout: id, position: nil)
     }
 
-    private func sendCursorPos(_ request: DisplayRequest, _ pos: DisplayCursorPos) {
+    private func sendCursorPos(_ request: DisplayRequest, scanout id: UInt32, position: (x: UInt32, y: UInt32)?) {
         guard isUsable else { return }
         pollNegotiation()
-        _ = sendSimple(request, payloadSize: DisplayCursorPos.byteCount) { pos.store(to: $0) }
+        sender.withLock { state in
+            guard state.open, isUsable else { return }
+            let slot = Int(id) < Self.maxScanouts ? Int(id) : nil
+            let (x, y) = position ?? slot.map { state.cursorPosition[$0] } ?? (0, 0)
+            DisplayMessageHeader(request, size: UInt32(DisplayCursorPos.byteCount)).store(to: state.scratch)
+            DisplayCursorPos(scanoutID: id, x: x, y: y).store(to: state.scratch + DisplayMessageHeader.byteCount)
+            state.iov[0] = iovec(iov_base: state.scratch, iov_len: DisplayMessageHeader.byteCount + DisplayCursorPos.byteCount)
+            if transmit(state.iov, 1, fd: -1, request), let slot {
+                state.cursorPosition[slot] = (x, y)
+            }
+        }
     }
 
     // MARK: dmabuf (for the dmabuf scanout path)

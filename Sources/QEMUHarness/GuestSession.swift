@@ -100,7 +100,7 @@ public final class GuestSession: @unchecked Sendable {
     public private(set) var qemu: ChildProcess?
     public private(set) var serial: SerialConsole?
     public private(set) var qmp: QMPClient?
-    /// How long from QEMU's start until `launch` returned, and until the first VGPU- line.
+    /// When QEMU was started (boot times are measured from here).
     public private(set) var launchedAt = ContinuousClock.now
     private let cursorIndex = Mutex(0)
     private let screendumpCount = Mutex(0)

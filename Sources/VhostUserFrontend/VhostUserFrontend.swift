@@ -1,6 +1,9 @@
 import SystemPackage
 import VhostUser
 import VirtioCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The frontend (QEMU's) side of vhost-user: sends requests to a backend and reads replies.
 /// Used by the in-process end-to-end tests and by vgpu-bench to drive any vhost-user-gpu
@@ -22,6 +25,10 @@ public final class VhostUserFrontend {
 
     public init(socket: OwnedFileDescriptor) { self.socket = socket }
     public convenience init(path: String) throws { self.init(socket: try UnixSocket.connect(path: path)) }
+
+    /// Ends the session the way a frontend exit does (the backend sees EOF); the fd itself is
+    /// closed when this object goes away.
+    public func disconnect() { _ = Glibc.shutdown(socket.rawValue, Int32(SHUT_RDWR)) }
 
     // MARK: raw
 

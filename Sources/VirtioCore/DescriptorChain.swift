@@ -135,23 +135,40 @@ public struct ChainWriter {
         self.index = chain.descriptors.firstIndex { $0.isWritable } ?? chain.descriptors.count
     }
 
-    /// Writes all of `bytes` or throws without writing anything.
+    /// Writes all of `bytes` or throws without writing anything (and without moving).
     public mutating func write(_ bytes: UnsafeRawBufferPointer) throws(ChainError) {
         guard bytes.count <= available else { throw .shortWrite(wanted: bytes.count, available: available) }
+        let memory = self.memory
+        // Pass 1 checks every piece, pass 2 copies; both on copies of the cursor, so a failure
+        // leaves neither guest memory nor the cursor half-moved.
+        var probe = self
+        try probe.forEachPiece(bytes.count) { (dst, _, n) throws(ChainError) in
+            do throws(GuestMemoryError) { try memory.validate(dst, length: n) } catch { throw .memory(error) }
+        }
+        var cursor = self
+        try cursor.forEachPiece(bytes.count) { (dst, done, n) throws(ChainError) in
+            do throws(GuestMemoryError) { try memory.write(UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)]), to: dst) }
+            catch { throw .memory(error) }
+        }
+        cursor.bytesWritten += bytes.count
+        self = cursor
+    }
+
+    /// Walks `count` writable bytes from the cursor, calling `body(guest address, bytes done, piece length)`.
+    private mutating func forEachPiece(_ count: Int,
+                                       _ body: (GuestPhysicalAddress, Int, Int) throws(ChainError) -> Void) throws(ChainError) {
         var done = 0
-        while done < bytes.count {
+        while done < count {
             let d = chain.descriptors[index]
-            let n = min(bytes.count - done, Int(d.length) - offset)
+            let n = min(count - done, Int(d.length) - offset)
             if n > 0 {
                 guard let dst = d.address.checkedAdd(UInt64(offset)) else { throw .memory(.overflow(address: d.address.raw, length: offset)) }
-                do { try memory.write(UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)]), to: dst) }
-                catch { throw .memory(error) }
+                try body(dst, done, n)
             }
             done += n
             offset += n
             if offset == Int(d.length) { index += 1; offset = 0 }
         }
-        bytesWritten += bytes.count
     }
 
     public mutating func writeObject<T: BitwiseCopyable>(_ value: T) throws(ChainError) {

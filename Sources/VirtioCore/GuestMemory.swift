@@ -134,16 +134,37 @@ public final class GuestMemory: Sendable {
         }
     }
 
-    /// Reads a plain value (C struct, integer) from guest memory. Unaligned addresses are fine.
+    /// Reads a plain value (C struct, integer) from guest memory. Unaligned addresses are fine,
+    /// and so is a value straddling two adjacent regions (like `read`).
     public func load<T: BitwiseCopyable>(_ type: T.Type, from address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
-        let p = try hostPointerImpl(address.raw, length: MemoryLayout<T>.size)
-        return p.loadUnaligned(as: T.self)
+        let size = MemoryLayout<T>.size
+        // Fast path: the value lies in one region (nearly always).
+        do { return try hostPointerImpl(address.raw, length: size).loadUnaligned(as: T.self) } catch {
+            guard case .outOfBounds = error, size > 0 else { throw error }
+        }
+        // Otherwise copy it out piecewise; `read` throws if it is not all guest RAM.
+        return try withUnsafeTemporaryAllocation(byteCount: size, alignment: MemoryLayout<T>.alignment) {
+            (scratch: UnsafeMutableRawBufferPointer) throws(GuestMemoryError) -> T in
+            try read(into: scratch, from: address)
+            return scratch.baseAddress!.load(as: T.self)
+        }
     }
 
-    /// Writes a plain value to guest memory.
+    /// Writes a plain value to guest memory, all or nothing; it may straddle adjacent regions.
     public func store<T: BitwiseCopyable>(_ value: T, to address: GuestPhysicalAddress) throws(GuestMemoryError) {
-        let p = try hostPointerImpl(address.raw, length: MemoryLayout<T>.size)
-        p.storeBytes(of: value, as: T.self)
+        let size = MemoryLayout<T>.size
+        // Fast path: the value lies in one region (nearly always).
+        do { return try hostPointerImpl(address.raw, length: size).storeBytes(of: value, as: T.self) } catch {
+            guard case .outOfBounds = error, size > 0 else { throw error }
+        }
+        // Otherwise write it piecewise; `write` checks the whole range first.
+        var v = value
+        // withUnsafeBytes cannot forward a typed throw; capture the error instead.
+        var failure: GuestMemoryError?
+        withUnsafeBytes(of: &v) { raw in
+            do throws(GuestMemoryError) { try write(raw, to: address) } catch { failure = error }
+        }
+        if let failure { throw failure }
     }
 
     /// Checks that `[address, address+length)` is guest RAM (possibly over adjacent regions).

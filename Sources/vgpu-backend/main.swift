@@ -79,7 +79,7 @@ struct VGPUBackend: ParsableCommand {
         let nextDevice = Atomic<UInt32>(0)
         var config = GPUDeviceConfig()
         config.numScanouts = maxOutputs
-        config.limits.maxTotalBytes = maxResourceMemoryMiB << 20
+        config.maxTotalBytes = maxResourceMemoryMiB << 20
         let deviceConfig = config
         let makeDevice: @Sendable () -> any VhostUserDevice = {
             let id = GPUDeviceID(nextDevice.add(1, ordering: .relaxed).newValue)

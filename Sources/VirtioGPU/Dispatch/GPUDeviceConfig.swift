@@ -47,7 +47,13 @@ public struct GPUDeviceConfig: Equatable, Sendable {
         return c
     }
 
-    var limits: ResourceLimits {
-        ResourceLimits(maxResourceBytes: maxResourceBytes, maxTotalBytes: maxTotalBytes, maxResources: maxResources)
+    /// The three resource caps together (the same storage as the individual properties).
+    public var limits: ResourceLimits {
+        get { ResourceLimits(maxResourceBytes: maxResourceBytes, maxTotalBytes: maxTotalBytes, maxResources: maxResources) }
+        set {
+            maxResourceBytes = newValue.maxResourceBytes
+            maxTotalBytes = newValue.maxTotalBytes
+            maxResources = newValue.maxResources
+        }
     }
 }

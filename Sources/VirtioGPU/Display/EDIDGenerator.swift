@@ -38,7 +38,7 @@ public enum EDIDGenerator {
         e[11] = 0x00
         for i in 0..<4 { e[12 + i] = UInt8(truncatingIfNeeded: serial >> (8 * UInt32(i))) }
         e[16] = 0
-        e[17] = 2024 - 1990
+        e[17] = UInt8(2024 - 1990)
         // 18-19 EDID version 1.4.
         e[18] = 1
         e[19] = 4

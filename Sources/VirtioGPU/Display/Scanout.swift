@@ -23,7 +23,6 @@ struct ScanoutTable {
         set { scanouts[index] = newValue }
     }
 
-    /// Indices of the heads showing `id`.
 
     /// Disables every head; returns the ones that were enabled.
     mutating func disableAll() -> [Int] {

@@ -1,0 +1,87 @@
+import CShims
+import DisplayChannel
+import Foundation
+import Testing
+import VhostUserFrontend
+
+/// The vgpu-backend executable itself: its command line and a session over its socket.
+@Suite(.serialized) struct BackendBinaryTests {
+    static let binary: String = {
+        if let env = ProcessInfo.processInfo.environment["VGPU_BACKEND_UNDER_TEST"] { return env }
+        // Tests/EndToEndTests/BackendBinaryTests.swift → package root → .build/debug
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return root.appendingPathComponent(".build/debug/vgpu-backend").path
+    }()
+
+    func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        p.waitUntilExit()
+        return (p.terminationStatus,
+                String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
+                String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+    }
+
+    @Test func printsCapabilitiesJSON() throws {
+        let r = try run(["--print-capabilities"])
+        #expect(r.status == 0)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        #expect(json["type"] as? String == "gpu")
+        #expect(json["features"] is [Any])
+    }
+
+    @Test(arguments: [
+        [], ["--socket-path", "/tmp/x", "--fd", "3"], ["--fd", "-2"], ["--max-outputs", "0"], ["--max-outputs", "17"],
+        ["--virgl", "--socket-path", "/tmp/x"], ["--bogus"], ["--fd", "987"],
+        ["--socket-path", "/nonexistent-dir/sock"],
+    ])
+    func badArgumentsGiveOneLineAndNonZeroExit(args: [String]) throws {
+        let r = try run(args)
+        #expect(r.status != 0)
+        let lines = r.err.split(separator: "\n").filter { $0.hasPrefix("Error:") || $0.contains("error") }
+        #expect(!lines.isEmpty, "stderr: \(r.err)")
+    }
+
+    @Test func servesASessionOverItsSocket() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vgpu-e2e-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let sock = dir.appendingPathComponent("gpu.sock").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = ["--socket-path", sock]
+        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try p.run()
+        defer { if p.isRunning { p.terminate() }; p.waitUntilExit() }
+        let deadline = monotonicSeconds() + 10
+        while !FileManager.default.fileExists(atPath: sock), monotonicSeconds() < deadline { usleep(10_000) }
+        let frontend = try VhostUserFrontend(path: sock)
+        let driver = try VirtioGPUDriver(frontend: frontend)
+        let (peer, fd) = try DisplayChannelPeer.connected()
+        try frontend.gpuSetSocket(fd.rawValue)
+        try fd.close()
+        let pixels = [UInt8](repeating: 0x42, count: 16 * 16 * 4)
+        let backing = driver.ram.allocate(pixels.count, alignment: 4096)
+        driver.ram.write(pixels, at: backing)
+        #expect(try driver.createResource2D(id: 1, width: 16, height: 16).type == OK)
+        #expect(try driver.attachBacking(id: 1, entries: [(backing, UInt32(pixels.count))]).type == OK)
+        #expect(try driver.transferToHost2D(id: 1, rect: VirtioGPUDriver.rect(0, 0, 16, 16)).type == OK)
+        #expect(try driver.setScanout(0, id: 1, rect: VirtioGPUDriver.rect(0, 0, 16, 16)).type == OK)
+        #expect(try driver.flush(id: 1, rect: VirtioGPUDriver.rect(0, 0, 16, 16)).type == OK)
+        #expect(peer.waitFor(timeout: .seconds(5)) { $0.framebuffers[0]?.pixels.first == 0x42 })
+        // Config space: 16 bytes of virtio_gpu_config, num_scanouts from --max-outputs (16).
+        let config = try frontend.getConfig(offset: 0, size: 16)
+        #expect(config.count == 16)
+        #expect(config[8] == 16)
+        // QEMU disconnects: the backend exits by itself (like QEMU's C backend).
+        frontend.disconnect()
+        let exitDeadline = monotonicSeconds() + 10
+        while p.isRunning, monotonicSeconds() < exitDeadline { usleep(20_000) }
+        #expect(!p.isRunning)
+    }
+}

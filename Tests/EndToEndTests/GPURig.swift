@@ -1,0 +1,99 @@
+import CShims
+import DisplayChannel
+import Foundation
+import Logging
+import SystemPackage
+import VhostUser
+import VhostUserFrontend
+import VirtioCore
+import VirtioGPU
+
+/// One virtio-gpu device served in process over a real socketpair, driven by the Swift
+/// frontend with memfd guest RAM and eventfds, its display channel read by a QEMU-like peer.
+final class GPURig {
+    let device: GPUVhostUserDevice
+    let driver: VirtioGPUDriver
+    let peer: DisplayChannelPeer
+    let registry: ResourceUUIDRegistry
+    private let done = DispatchSemaphore(value: 0)
+
+    static func logger() -> Logger {
+        var l = Logger(label: "e2e")
+        l.logLevel = ProcessInfo.processInfo.environment["VGPU_TEST_LOG"] != nil ? .debug : .critical
+        return l
+    }
+
+    init(registry: ResourceUUIDRegistry = ResourceUUIDRegistry(), deviceID: UInt32 = 1, config: GPUDeviceConfig = GPUDeviceConfig(numScanouts: 16),
+         peerConfig: DisplayChannelPeer.Configuration = DisplayChannelPeer.Configuration(), ramSize: UInt64 = 64 << 20,
+         connectDisplay: Bool = true) throws {
+        self.registry = registry
+        let logger = Self.logger()
+        let processor = GPUCommandProcessor(config: config, display: NullDisplay(), uuids: registry, deviceID: GPUDeviceID(deviceID), logger: logger)
+        device = GPUVhostUserDevice(processor: processor, logger: logger)
+        let (a, b) = try UnixSocket.pair()
+        let connection = VhostUserConnection(socket: b, device: device, logger: logger)
+        let done = self.done
+        startThread(name: "e2e-conn") { connection.run(); done.signal() }
+        let frontend = VhostUserFrontend(socket: a)
+        driver = try VirtioGPUDriver(frontend: frontend, ramSize: ramSize)
+        let (peer, fd) = try DisplayChannelPeer.connected(configuration: peerConfig)
+        self.peer = peer
+        if connectDisplay { try frontend.gpuSetSocket(fd.rawValue) }
+        try fd.close()
+    }
+
+    /// Closes the frontend socket and waits until the server has torn the connection down.
+    func disconnect(timeout: Double = 5) -> Bool {
+        driver.frontend.disconnect()
+        return done.wait(timeout: .now() + timeout) == .success
+    }
+
+    /// Guest memory holding `bytes`, page aligned.
+    func place(_ bytes: [UInt8]) -> GuestPhysicalAddress {
+        let a = driver.ram.allocate(bytes.count, alignment: 4096)
+        driver.ram.write(bytes, at: a)
+        return a
+    }
+
+    /// Creates a resource with backing that holds `pixels` (4 bytes each) and transfers it all.
+    func makeResource(id: UInt32, format: UInt32 = VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM.rawValue, width: UInt32, height: UInt32,
+                      pixels: [UInt8]) throws -> GuestPhysicalAddress {
+        let backing = place(pixels)
+        try check(driver.createResource2D(id: id, format: format, width: width, height: height), "create")
+        try check(driver.attachBacking(id: id, entries: [(backing, UInt32(pixels.count))]), "attach")
+        try check(driver.transferToHost2D(id: id, rect: VirtioGPUDriver.rect(0, 0, width, height)), "transfer")
+        return backing
+    }
+
+    struct Failed: Error, CustomStringConvertible { let description: String }
+
+    func check(_ r: VirtioGPUDriver.Response, _ what: String) throws {
+        guard r.type == VIRTIO_GPU_RESP_OK_NODATA.rawValue else { throw Failed(description: "\(what): 0x\(String(r.type, radix: 16))") }
+    }
+}
+
+let OK = VIRTIO_GPU_RESP_OK_NODATA.rawValue
+let ERR_UNSPEC = VIRTIO_GPU_RESP_ERR_UNSPEC.rawValue
+let ERR_OOM = VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY.rawValue
+let ERR_SCANOUT = VIRTIO_GPU_RESP_ERR_INVALID_SCANOUT_ID.rawValue
+let ERR_RESOURCE = VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID.rawValue
+let ERR_PARAMETER = VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER.rawValue
+
+/// A w×h test pattern: each pixel's 4 bytes differ by position, so misplaced rows show.
+func pattern(_ w: Int, _ h: Int, seed: UInt8 = 0) -> [UInt8] {
+    var p = [UInt8](repeating: 0, count: w * h * 4)
+    for y in 0..<h { for x in 0..<w {
+        let i = (y * w + x) * 4
+        p[i] = UInt8(truncatingIfNeeded: x &+ Int(seed)); p[i + 1] = UInt8(truncatingIfNeeded: y); p[i + 2] = UInt8(truncatingIfNeeded: x ^ y); p[i + 3] = 0x80
+    } }
+    return p
+}
+
+func openFDCount() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1 }
+
+/// Resident set size in KiB (for leak checks).
+func residentKiB() -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return -1 }
+    let parts = s.split(separator: " ")
+    return parts.count > 1 ? (Int(parts[1]) ?? 0) * Int(getpagesize()) / 1024 : -1
+}
