@@ -124,8 +124,16 @@ public final class DriverQueue {
         return out
     }
 
+    /// Asks for an interrupt at the next used entry: with VIRTIO_RING_F_EVENT_IDX the device
+    /// signals only when used.idx passes avail->used_event (Linux's virtqueue_enable_cb).
+    public func requestInterrupt() {
+        vgpu_store_release_u16(ram.pointer(availableRing) + 4 + 2 * Int(size), lastUsed)
+        vgpu_fence_seq_cst()
+    }
+
     /// Waits up to `timeout` seconds for at least `count` used entries (polling the call eventfd).
     public func waitUsed(count: Int = 1, timeout: Double = 5) -> [(head: UInt16, length: UInt32)] {
+        requestInterrupt()
         var got: [(head: UInt16, length: UInt32)] = collectUsed()
         let deadline = monotonicSeconds() + timeout
         while got.count < count {
@@ -134,6 +142,7 @@ public final class DriverQueue {
             var p = pollfd(fd: call.rawValue, events: Int16(POLLIN), revents: 0)
             _ = poll(&p, 1, Int32(min(left, 0.05) * 1000) + 1)
             EventFD.drain(call.rawValue)
+            requestInterrupt()
             got += collectUsed()
         }
         return got

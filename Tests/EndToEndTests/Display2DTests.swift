@@ -89,7 +89,8 @@ import VirtioGPU
         let rect = VirtioGPUDriver.rect(20, 7, 10, 5)
         try rig.check(rig.driver.transferToHost2D(id: 3, rect: rect, offset: UInt64(7 * stride + 20 * 4)), "transfer")
         try rig.check(rig.driver.flush(id: 3, rect: VirtioGPUDriver.rect(0, 0, UInt32(w), UInt32(h))), "flush")
-        #expect(rig.peer.waitFor(timeout: .seconds(5)) { $0.updateFrames >= 1 })
+        // SET_SCANOUT's own full update, then the flush.
+        #expect(rig.peer.waitFor(timeout: .seconds(5)) { $0.updateFrames >= 2 })
         let fb = try #require(rig.peer.state.framebuffers[0])
         for y in 0..<h { for x in 0..<w {
             let i = (y * w + x) * 4
@@ -103,6 +104,7 @@ import VirtioGPU
         let rig = try GPURig()
         _ = try rig.makeResource(id: 1, width: 100, height: 50, pixels: pattern(100, 50))
         try rig.check(rig.driver.setScanout(0, id: 1, rect: VirtioGPUDriver.rect(0, 0, 100, 50)), "scanout")
+        #expect(rig.peer.waitFor(timeout: .seconds(5)) { $0.updateFrames >= 1 })   // SET_SCANOUT's full update
         let before = rig.peer.state.updatePixelBytes
         try rig.check(rig.driver.flush(id: 1, rect: VirtioGPUDriver.rect(10, 10, 8, 4)), "flush")
         #expect(rig.peer.waitFor(timeout: .seconds(5)) { $0.updatePixelBytes - before == 8 * 4 * 4 })

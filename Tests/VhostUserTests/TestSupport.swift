@@ -58,4 +58,22 @@ final class ServedDevice: @unchecked Sendable {
     func waitFinished(timeout: Double = 5) -> Bool { done.wait(timeout: .now() + timeout) == .success }
 }
 
-func openFDCount() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1 }
+
+/// Open fds as "number→target". Leak checks compare sets, not counts, so fds that other
+/// tests close meanwhile do not matter.
+func openFDSet() -> Set<String> {
+    let dir = "/proc/self/fd"
+    return Set(((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).map { fd in
+        "\(fd)→" + ((try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + fd)) ?? "?")
+    })
+}
+
+/// Waits until every fd opened since `before` is closed again; returns those still open.
+func fdsLeaked(since before: Set<String>, timeout: Double = 2) -> Set<String> {
+    let deadline = Date().addingTimeInterval(timeout)
+    while true {
+        let extra = openFDSet().subtracting(before)
+        if extra.isEmpty || Date() > deadline { return extra }
+        usleep(20_000)
+    }
+}
