@@ -141,7 +141,11 @@ extension UnixSocket {
     static func isListening(path: String) -> Bool {
         var st = stat()
         guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK else { return false }
-        guard let table = try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8) else { return true }
+        // Read to EOF: procfs files report size 0, so size-based readers can see nothing.
+        guard let handle = FileHandle(forReadingAtPath: "/proc/net/unix"),
+              let data = try? handle.readToEnd() else { return true }
+        try? handle.close()
+        let table = String(decoding: data, as: UTF8.self)
         // Num RefCount Protocol Flags Type St Inode Path; Flags 00010000 = __SO_ACCEPTCON.
         for line in table.split(separator: "\n").dropFirst() {
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
