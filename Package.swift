@@ -59,7 +59,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "CShims"], swiftSettings: swiftSettings),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "VhostUserFrontend", "VirtioCore", "CShims", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
-        .testTarget(name: "DisplayChannelTests", dependencies: ["DisplayChannel", "CShims"], swiftSettings: swiftSettings),
+        .testTarget(name: "DisplayChannelTests", dependencies: ["DisplayChannel", "CShims", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: swiftSettings),
         .testTarget(name: "VirtioGPUTests", dependencies: ["VirtioGPU", "VirtioCore", "CShims"], swiftSettings: swiftSettings),
         .testTarget(name: "EndToEndTests", dependencies: [
             "VhostUserFrontend", "VhostUser", "VirtioGPU", "DisplayChannel", "VirtioCore", "CShims",

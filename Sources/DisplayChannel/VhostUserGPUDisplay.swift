@@ -201,11 +201,12 @@ public final class VhostUserGPUDisplay: DisplaySink {
     private var isUsable: Bool { !isBroken }
 
     /// Marks the channel broken (logged once) and shuts the socket down so QEMU sees EOF.
-    private func markBroken(_ reason: String) {
+    /// `peerClosed`: QEMU went away (its normal shutdown), which is logged as info, not an error.
+    private func markBroken(_ reason: String, peerClosed: Bool = false) {
         guard broken.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
             return
         }
-        logger.error("display channel broken: \(reason); no more display updates")
+        logger.log(level: peerClosed ? .info : .error, "display channel broken: \(reason); no more display updates")
         // Safety: callers hold `sender` or `receiver`, so `close()` has not closed the fd yet.
         _ = Glibc.shutdown(socket, Int32(SHUT_RDWR))
     }
@@ -446,7 +447,7 @@ public final class VhostUserGPUDisplay: DisplaySink {
             }
         case .failed(let e):
             if e == .brokenPipe || e == .connectionReset || e == .socketNotConnected {
-                markBroken("QEMU closed the display socket (\(request.name): \(e))")
+                markBroken("QEMU closed the display socket (\(request.name): \(e))", peerClosed: true)
             } else {
                 markBroken("\(request.name): send failed: \(e)")
             }

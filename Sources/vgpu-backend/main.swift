@@ -69,6 +69,7 @@ struct VGPUBackend: ParsableCommand {
             return
         }
         signal(SIGPIPE, SIG_IGN)   // a closed display socket must be an error return, not a kill
+        raiseOpenFileLimit()       // every resource's host copy is a memfd
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = verbose ? .debug : .info
@@ -106,3 +107,14 @@ struct VGPUBackend: ParsableCommand {
         unlink(path)
     }
 }
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit: each resource holds a memfd, and the
+/// default soft limit (1024) is below the resource cap.
+func raiseOpenFileLimit() {
+    var limit = rlimit()
+    guard getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    limit.rlim_cur = limit.rlim_max
+    _ = setrlimit(RLIMIT_NOFILE_VALUE, &limit)
+}
+
+private let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)

@@ -22,11 +22,13 @@ struct VGPUBench: ParsableCommand {
     @Option(help: "Frame height.") var height: UInt32 = 1080
     @Option(help: "Seconds to run each measurement.") var seconds: Double = 3
     @Option(help: "Command pairs kept in flight.") var depth: Int = 4
+    @Option(help: "Rounds; the bound and each backend are measured in turn every round and medians reported.") var rounds: Int = 3
 
     func validate() throws {
         guard (1...16384).contains(width), (1...16384).contains(height) else { throw ValidationError("--width/--height must be 1...16384") }
         guard seconds > 0, seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
         guard (1...64).contains(depth) else { throw ValidationError("--depth must be 1...64") }
+        guard (1...50).contains(rounds) else { throw ValidationError("--rounds must be 1...50") }
         for b in backends where !FileManager.default.isExecutableFile(atPath: b) {
             throw ValidationError("--backend \(b): not an executable file")
         }
@@ -36,19 +38,29 @@ struct VGPUBench: ParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         let frameBytes = Int(width) * Int(height) * 4
         let list = backends.isEmpty ? [Self.defaultBackend()] : backends
-        print("frame \(width)x\(height) XRGB8888 (\(String(format: "%.1f", Double(frameBytes) / 1e6)) MB), \(seconds) s per run")
-        let bound = try measureRawSocket(frameBytes: frameBytes)
-        print(row("raw socketpair bound", bound, bound))
-        for backend in list {
-            do {
-                let fps = try measureBackend(backend, frameBytes: frameBytes)
-                print(row(URL(fileURLWithPath: backend).lastPathComponent, fps, bound))
-            } catch {
-                print("\(backend): failed: \(error)")
-                throw ExitCode.failure
+        print("frame \(width)x\(height) XRGB8888 (\(String(format: "%.1f", Double(frameBytes) / 1e6)) MB), "
+              + "\(rounds) rounds of \(seconds) s, \(depth) frames in flight; medians")
+        // Interleaved rounds: this machine's speed drifts, so each backend is compared with the
+        // bound measured around it, not minutes apart.
+        var bounds: [Double] = []
+        var results = Array(repeating: [Double](), count: list.count)
+        for _ in 0..<rounds {
+            bounds.append(try measureRawSocket(frameBytes: frameBytes))
+            for (i, backend) in list.enumerated() {
+                do { results[i].append(try measureBackend(backend, frameBytes: frameBytes)) } catch {
+                    print("\(backend): failed: \(error)")
+                    throw ExitCode.failure
+                }
             }
         }
+        let bound = median(bounds)
+        print(row("raw socketpair bound", bound, bound))
+        for (i, backend) in list.enumerated() {
+            print(row(URL(fileURLWithPath: backend).lastPathComponent, median(results[i]), bound))
+        }
     }
+
+    func median(_ v: [Double]) -> Double { let s = v.sorted(); return s[s.count / 2] }
 
     static func defaultBackend() -> String {
         let me = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
