@@ -19,7 +19,7 @@ public final class VhostUserConnection: Sendable {
 
     private let socket: OwnedFileDescriptor
     private let device: any VhostUserDevice
-    private let log: RateLimitedLogger
+    private let log: RateLimitedLogger<String>
     private let memory = GuestMemoryPublisher()
     private let state: Mutex<State>
 

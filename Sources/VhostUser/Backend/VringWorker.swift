@@ -31,7 +31,7 @@ final class VringWorker: Sendable {
     private final class QueueBox: @unchecked Sendable { let queue: SplitVirtqueue; init(_ q: SplitVirtqueue) { queue = q } }
 
     init(index: Int, queue: SplitVirtqueue, kick: OwnedFileDescriptor, call: OwnedFileDescriptor?, enabled: Bool,
-         memory: GuestMemoryPublisher, device: any VhostUserDevice, log: RateLimitedLogger) throws {
+         memory: GuestMemoryPublisher, device: any VhostUserDevice, log: RateLimitedLogger<String>) throws {
         self.index = index
         self.kick = kick
         self.wake = try EventFD.make()
@@ -59,7 +59,7 @@ final class VringWorker: Sendable {
         return finalAvail.load(ordering: .acquiring)
     }
 
-    private func run(_ queue: SplitVirtqueue, memory: GuestMemoryPublisher, device: any VhostUserDevice, log: RateLimitedLogger) {
+    private func run(_ queue: SplitVirtqueue, memory: GuestMemoryPublisher, device: any VhostUserDevice, log: RateLimitedLogger<String>) {
         defer { finalAvail.store(queue.nextAvail, ordering: .releasing); finished.signal() }
         var generation = memory.current.generation
         var chain = DescriptorChain()
@@ -94,7 +94,7 @@ final class VringWorker: Sendable {
 
     /// Processes every available chain; false if the queue is broken beyond recovery.
     private func drain(_ queue: SplitVirtqueue, chain: inout DescriptorChain, memory: GuestMemory,
-                       device: any VhostUserDevice, log: RateLimitedLogger) -> Bool {
+                       device: any VhostUserDevice, log: RateLimitedLogger<String>) -> Bool {
         repeat {
             while true {
                 do {

@@ -1,48 +1,31 @@
 import Logging
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#endif
 
-/// Logs guest-triggered errors without letting a guest flood the log: at most `burst` lines per
-/// `interval` seconds per key, then one "suppressed N" line when the window reopens.
-public final class RateLimitedLogger: Sendable {
+/// A logger for what a guest or peer got wrong: each key gets at most `perSecond` lines a
+/// second; the rest are counted and reported with the next line of that key.
+public final class RateLimitedLogger<Key: Hashable & Sendable>: Sendable {
     public let logger: Logger
-    private let burst: Int
-    private let interval: Double
-    private struct Window { var start: Double; var count: Int; var suppressed: Int }
-    private let windows = Mutex<[String: Window]>([:])
+    private let limiter: Mutex<LogRateLimiter<Key>>
 
-    public init(logger: Logger, burst: Int = 10, interval: Double = 1.0) {
+    public init(logger: Logger, perSecond: Int = 10, overflowKey: Key) {
         self.logger = logger
-        self.burst = burst
-        self.interval = interval
-    }
-
-    private static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+        self.limiter = Mutex(LogRateLimiter(limit: perSecond, overflowKey: overflowKey))
     }
 
     /// Logs `message()` under `key` unless that key is over its budget.
-    public func log(_ level: Logger.Level = .warning, key: String, _ message: @autoclosure () -> String) {
-        let t = Self.now()
-        let (emit, suppressed) = windows.withLock { w -> (Bool, Int) in
-            var win = w[key] ?? Window(start: t, count: 0, suppressed: 0)
-            var reported = 0
-            if t - win.start >= interval {
-                reported = win.suppressed
-                win = Window(start: t, count: 0, suppressed: 0)
-            }
-            win.count += 1
-            let ok = win.count <= burst
-            if !ok { win.suppressed += 1 }
-            if w.count > 1024, w[key] == nil { w.removeAll() }   // bounded: keys come from a fixed set, but be safe
-            w[key] = win
-            return (ok, reported)
+    public func log(_ level: Logger.Level = .warning, key: Key, _ message: @autoclosure () -> String) {
+        let decision = limiter.withLock { $0.admit(key, now: .now) }
+        guard case let .emit(suppressed) = decision else { return }
+        if suppressed > 0 {
+            logger.log(level: level, "\(message()) (\(suppressed) similar messages suppressed)")
+        } else {
+            logger.log(level: level, "\(message())")
         }
-        if suppressed > 0 { logger.log(level: level, "\(key): \(suppressed) similar messages suppressed") }
-        if emit { logger.log(level: level, "\(message())") }
+    }
+}
+
+extension RateLimitedLogger where Key == String {
+    public convenience init(logger: Logger, perSecond: Int = 10) {
+        self.init(logger: logger, perSecond: perSecond, overflowKey: "other")
     }
 }
