@@ -170,33 +170,48 @@ public final class VirtioGPUDriver {
 
     // MARK: pipelined frames (benchmarks)
 
-    /// Queues TRANSFER_TO_HOST_2D + RESOURCE_FLUSH for a full resource `frames` times, keeping up
-    /// to `depth` command pairs in flight, like a guest compositor. Returns when all completed.
-    public func pumpFrames(id: UInt32, width: UInt32, height: UInt32, frames: Int, depth: Int = 8) throws {
+    /// What one benchmark frame sends.
+    public enum FrameWorkload: String, CaseIterable, Sendable {
+        /// TRANSFER_TO_HOST_2D + RESOURCE_FLUSH of the whole resource: what a guest does per frame.
+        case transferFlush = "transfer+flush"
+        /// RESOURCE_FLUSH only: the display path alone.
+        case flush
+        /// TRANSFER_TO_HOST_2D only: the guest-memory copy alone.
+        case transfer
+    }
+
+    /// Queues `frames` frames of `workload` for a full resource, keeping up to `depth` frames in
+    /// flight, like a guest compositor. Returns when all completed.
+    public func pumpFrames(id: UInt32, width: UInt32, height: UInt32, frames: Int, depth: Int = 8,
+                           workload: FrameWorkload = .transferFlush) throws {
         var t = virtio_gpu_transfer_to_host_2d()
         t.hdr = Self.header(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D)
         t.resource_id = id; t.r = Self.rect(0, 0, width, height)
         var f = virtio_gpu_resource_flush()
         f.hdr = Self.header(VIRTIO_GPU_CMD_RESOURCE_FLUSH)
         f.resource_id = id; f.r = Self.rect(0, 0, width, height)
-        // One request slot per in-flight command, reused.
-        let slots = (0..<(2 * depth)).map { _ in (ram.allocate(128), ram.allocate(64)) }
+        let perFrame = workload == .transferFlush ? 2 : 1
+        // One request slot per in-flight command, reused; each slot holds one command kind.
+        let slots = (0..<(perFrame * depth)).map { _ in (ram.allocate(128), ram.allocate(64)) }
+        func isTransfer(_ slot: Int) -> Bool {
+            switch workload { case .transferFlush: slot % 2 == 0; case .transfer: true; case .flush: false }
+        }
         for (i, (req, _)) in slots.enumerated() {
-            if i % 2 == 0 { ram.write(t, at: req) } else { ram.write(f, at: req) }
+            if isTransfer(i) { ram.write(t, at: req) } else { ram.write(f, at: req) }
         }
         var submitted = 0, completed = 0, next = 0
-        let total = frames * 2
+        let total = frames * perFrame
         while completed < total {
-            while submitted < total && submitted - completed < 2 * depth {
+            while submitted < total && submitted - completed < slots.count {
                 let (req, resp) = slots[next]
-                let size = next % 2 == 0 ? MemoryLayout.size(ofValue: t) : MemoryLayout.size(ofValue: f)
+                let size = isTransfer(next) ? MemoryLayout.size(ofValue: t) : MemoryLayout.size(ofValue: f)
                 control.add([.init(req, UInt32(size), writable: false), .init(resp, 24, writable: true)])
                 next = (next + 1) % slots.count
                 submitted += 1
             }
             control.notifyDevice()
             let used = control.waitUsed(count: 1, timeout: timeout)
-            guard !used.isEmpty else { throw DriverError.timeout("frame \(completed / 2)") }
+            guard !used.isEmpty else { throw DriverError.timeout("frame \(completed / perFrame)") }
             completed += used.count
         }
     }

@@ -22,6 +22,8 @@ struct VGPUBench: ParsableCommand {
     @Option(help: "Frame height.") var height: UInt32 = 1080
     @Option(help: "Seconds to run each measurement.") var seconds: Double = 3
     @Option(help: "Command pairs kept in flight.") var depth: Int = 4
+    @Option(help: "Per frame: transfer+flush (a guest frame), flush (display path only) or transfer (guest copy only).")
+    var workload: String = VirtioGPUDriver.FrameWorkload.transferFlush.rawValue
     @Option(help: "Rounds; the bound and each backend are measured in turn every round and medians reported.") var rounds: Int = 3
 
     func validate() throws {
@@ -29,6 +31,9 @@ struct VGPUBench: ParsableCommand {
         guard seconds > 0, seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
         guard (1...64).contains(depth) else { throw ValidationError("--depth must be 1...64") }
         guard (1...50).contains(rounds) else { throw ValidationError("--rounds must be 1...50") }
+        guard VirtioGPUDriver.FrameWorkload(rawValue: workload) != nil else {
+            throw ValidationError("--workload must be one of: " + VirtioGPUDriver.FrameWorkload.allCases.map(\.rawValue).joined(separator: ", "))
+        }
         for b in backends where !FileManager.default.isExecutableFile(atPath: b) {
             throw ValidationError("--backend \(b): not an executable file")
         }
@@ -39,7 +44,7 @@ struct VGPUBench: ParsableCommand {
         let frameBytes = Int(width) * Int(height) * 4
         let list = backends.isEmpty ? [Self.defaultBackend()] : backends
         print("frame \(width)x\(height) XRGB8888 (\(String(format: "%.1f", Double(frameBytes) / 1e6)) MB), "
-              + "\(rounds) rounds of \(seconds) s, \(depth) frames in flight; medians")
+              + "\(workload), \(rounds) rounds of \(seconds) s, \(depth) frames in flight; medians")
         // Interleaved rounds: this machine's speed drifts, so each backend is compared with the
         // bound measured around it, not minutes apart.
         var bounds: [Double] = []
@@ -153,15 +158,17 @@ struct VGPUBench: ParsableCommand {
         try expectOK(driver.attachBacking(id: 1, entries: [(backing, UInt32(frameBytes))]), "ATTACH_BACKING")
         try expectOK(driver.setScanout(0, id: 1, rect: VirtioGPUDriver.rect(0, 0, width, height)), "SET_SCANOUT")
 
-        try driver.pumpFrames(id: 1, width: width, height: height, frames: 5, depth: depth)   // warm-up
+        let work = VirtioGPUDriver.FrameWorkload(rawValue: workload)!
+        try driver.pumpFrames(id: 1, width: width, height: height, frames: 5, depth: depth, workload: work)   // warm-up
         let before = peer.state.updateFrames
         let start = monotonicSeconds()
         var frames = 0
         while monotonicSeconds() - start < seconds {
-            try driver.pumpFrames(id: 1, width: width, height: height, frames: 10, depth: depth)
+            try driver.pumpFrames(id: 1, width: width, height: height, frames: 10, depth: depth, workload: work)
             frames += 10
         }
-        guard peer.waitFor(timeout: .seconds(10), { $0.updateFrames - before >= frames }) else {
+        let expected = work == .transfer ? 0 : frames
+        guard peer.waitFor(timeout: .seconds(10), { $0.updateFrames - before >= expected }) else {
             throw VhostUserFrontend.FrontendError.badReply("display received \(peer.state.updateFrames - before) of \(frames) frames")
         }
         return Double(frames) / (monotonicSeconds() - start)
