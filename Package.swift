@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "vgpu-backend", targets: ["vgpu-backend"]),
         .executable(name: "vgpu-bench", targets: ["vgpu-bench"]),
+        .executable(name: "vgpuctl", targets: ["vgpuctl"]),
         .library(name: "VhostUserFrontend", targets: ["VhostUserFrontend"]),
     ],
     dependencies: [
@@ -46,12 +47,26 @@ let package = Package(
             "CShims", "VirtioCore", "VhostUser", "DisplayChannel",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
+        // The backend's control socket (versioned JSON lines, docs/control-protocol.md) and its client.
+        .target(name: "ControlPlane", dependencies: [
+            "CShims", "VirtioCore", "VhostUser", "VirtioGPU",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: swiftSettings),
         // Boots real guests under QEMU: initramfs, QMP, serial log, screendumps.
         .target(name: "QEMUHarness", dependencies: [], swiftSettings: swiftSettings),
+        // Runs inside test guests: drives the guest kernel's virtio-gpu driver (DRM uapi through CGuestDRM).
+        // Built static for the initramfs: swift build -c release --static-swift-stdlib --product vgpu-guest-test
+        .target(name: "CGuestDRM"),
+        .executableTarget(name: "vgpu-guest-test", dependencies: ["CGuestDRM"], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-backend", dependencies: [
-            "VhostUser", "VirtioGPU", "DisplayChannel",
+            "VhostUser", "VirtioGPU", "DisplayChannel", "ControlPlane",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "vgpuctl", dependencies: [
+            "ControlPlane", "VirtioGPU", "VhostUser",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-bench", dependencies: [
             "VhostUserFrontend", "VhostUser", "DisplayChannel", "CShims",
@@ -62,8 +77,9 @@ let package = Package(
         .testTarget(name: "DisplayChannelTests", dependencies: ["DisplayChannel", "CShims", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: swiftSettings),
         .testTarget(name: "VirtioGPUTests", dependencies: ["VirtioGPU", "VirtioCore", "CShims"], swiftSettings: swiftSettings),
         .testTarget(name: "EndToEndTests", dependencies: [
-            "VhostUserFrontend", "VhostUser", "VirtioGPU", "DisplayChannel", "VirtioCore", "CShims",
+            "VhostUserFrontend", "VhostUser", "VirtioGPU", "DisplayChannel", "VirtioCore", "CShims", "ControlPlane",
         ], swiftSettings: swiftSettings),
+        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "VirtioGPU"], swiftSettings: swiftSettings),
         // Slow: boots QEMU. Run on its own, serialized (scripts/test).
         .testTarget(name: "QEMUTests", dependencies: ["QEMUHarness"], swiftSettings: swiftSettings),
     ]

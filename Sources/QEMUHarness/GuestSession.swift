@@ -64,7 +64,8 @@ extension HarnessEnvironment {
     /// Options for `scenario` on kernel `series` against `backend` (default: `backend()`),
     /// building the initramfs if needed.
     public func guestOptions(kernel series: String, scenario: String, backend: BackendCommand? = nil,
-                             modules: [String] = [], adding: [(source: String, destination: String)] = [])
+                             modules: [String] = [], adding: [(source: String, destination: String)] = [],
+                             binaries: [(source: String, destination: String)] = [])
         async throws -> GuestOptions
     {
         let qemu = try qemu()
@@ -73,7 +74,7 @@ extension HarnessEnvironment {
         guard FileManager.default.isExecutableFile(atPath: backend.executable) else {
             throw HarnessError.missing(what: "backend executable", path: backend.executable, hint: "")
         }
-        let initramfs = try await initramfs(for: kernel, modules: modules, adding: adding)
+        let initramfs = try await initramfs(for: kernel, modules: modules, adding: adding, binaries: binaries)
         var options = GuestOptions(qemu: qemu, kernel: kernel, initramfs: initramfs, backend: backend, scenario: scenario)
         options.keepWorkDir = variables["VGPU_KEEP_WORKDIR"] == "1"
         return options

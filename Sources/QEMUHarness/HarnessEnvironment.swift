@@ -29,6 +29,7 @@ public struct BackendCommand: Sendable, Equatable {
 /// Where things are: the package root, the built backend, the guest kernels, QEMU.
 /// Environment overrides: `VGPU_BACKEND` (backend executable), `VGPU_QEMU` (QEMU binary),
 /// `VGPU_INITRAMFS` (a prebuilt initramfs instead of running guest/build-initramfs),
+/// `VGPU_GUEST_TEST` (the static vgpu-guest-test binary packed into the initramfs),
 /// `VGPU_KEEP_WORKDIR=1` (keep each guest's folder of logs and screendumps even on success).
 public struct HarnessEnvironment: Sendable {
     public let packageRoot: URL
@@ -64,6 +65,19 @@ public struct HarnessEnvironment: Sendable {
         return path == BackendCommand.qemuReference.executable ? .qemuReference : BackendCommand(executable: path)
     }
 
+    /// The static guest test program (Sources/vgpu-guest-test): `$VGPU_GUEST_TEST`, else
+    /// `.build-guest/release/vgpu-guest-test`, which scripts/test builds with
+    /// `swift build -c release --static-swift-stdlib --product vgpu-guest-test --scratch-path .build-guest`.
+    public func guestTestProgram() throws -> String {
+        let path = variables["VGPU_GUEST_TEST"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? packageRoot.appendingPathComponent(".build-guest/release/vgpu-guest-test").path
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw HarnessError.missing(what: "guest test program (VGPU_GUEST_TEST)", path: path,
+                                       hint: "swift build -c release --static-swift-stdlib --product vgpu-guest-test --scratch-path .build-guest (scripts/test does)")
+        }
+        return path
+    }
+
     /// The QEMU system emulator: `$VGPU_QEMU`, else `qemu-system-x86_64` on PATH. Must be QEMU ≥ 10.
     public func qemu() throws -> String {
         if let path = variables["VGPU_QEMU"], !path.isEmpty {
@@ -96,8 +110,10 @@ public struct HarnessEnvironment: Sendable {
     }
 
     /// The initramfs for `kernel`: `$VGPU_INITRAMFS` if set, else built by
-    /// `guest/build-initramfs --kernel SERIES [--module M]... [--add SRC:DST]...`.
-    public func initramfs(for kernel: GuestKernel, modules: [String] = [], adding: [(source: String, destination: String)] = [])
+    /// `guest/build-initramfs --kernel SERIES [--module M]... [--add SRC:DST]... [--binary SRC:DST]...`
+    /// (`binaries` are copied with the shared libraries they need).
+    public func initramfs(for kernel: GuestKernel, modules: [String] = [], adding: [(source: String, destination: String)] = [],
+                          binaries: [(source: String, destination: String)] = [])
         async throws -> URL
     {
         if let path = variables["VGPU_INITRAMFS"], !path.isEmpty {
@@ -110,6 +126,7 @@ public struct HarnessEnvironment: Sendable {
         var arguments = ["--kernel", kernel.series]
         for m in modules { arguments += ["--module", m] }
         for a in adding { arguments += ["--add", "\(a.source):\(a.destination)"] }
+        for b in binaries { arguments += ["--binary", "\(b.source):\(b.destination)"] }
         let output = try await Self.run(script, arguments, timeout: .seconds(120))
         guard let last = output.split(separator: "\n").last, last.hasPrefix("/") else {
             throw HarnessError.commandFailed(command: script, status: 0, output: "no image path printed:\n\(output)")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ControlPlane
 import DisplayChannel
 import Logging
 import Synchronization
@@ -48,7 +49,14 @@ struct VGPUBackend: ParsableCommand {
     @Flag(name: [.customLong("keep-running")], help: "With --socket-path: serve the next frontend after one disconnects, instead of exiting.")
     var keepRunning = false
 
+    @Option(name: [.customLong("control-socket")], help: "Control socket for vgpuctl (default: $XDG_RUNTIME_DIR/vgpu/<pid>.sock, or /run/vgpu/<pid>.sock as root).")
+    var controlSocket: String?
+
+    @Flag(name: [.customLong("no-control-socket")], help: "Do not open a control socket.")
+    var noControlSocket = false
+
     func validate() throws {
+        if controlSocket != nil && noControlSocket { throw ValidationError("--control-socket and --no-control-socket cannot be used together") }
         if printCapabilities { return }
         switch (socketPath, fd) {
         case (nil, nil): throw ValidationError("one of --socket-path or --fd is required")
@@ -77,7 +85,10 @@ struct VGPUBackend: ParsableCommand {
         }
         let logger = Logger(label: "vgpu-backend")
         let registry = ResourceUUIDRegistry()
+        let directory = DeviceDirectory()
         let nextDevice = Atomic<UInt32>(0)
+        let label = socketPath ?? "fd \(fd ?? -1)"
+
         var config = GPUDeviceConfig()
         config.numScanouts = maxOutputs
         config.maxTotalBytes = maxResourceMemoryMiB << 20
@@ -86,9 +97,12 @@ struct VGPUBackend: ParsableCommand {
             let id = GPUDeviceID(nextDevice.add(1, ordering: .relaxed).newValue)
             var deviceLogger = logger
             deviceLogger[metadataKey: "device"] = "\(id)"
-            let processor = GPUCommandProcessor(config: deviceConfig, display: NullDisplay(), uuids: registry, deviceID: id, logger: deviceLogger)
-            return GPUVhostUserDevice(processor: processor, logger: deviceLogger)
+            let processor = GPUCommandProcessor(config: deviceConfig, display: NullDisplay(), uuids: registry, deviceID: id,
+                                                events: directory.events, logger: deviceLogger)
+            return GPUVhostUserDevice(processor: processor, logger: deviceLogger, directory: directory, label: label)
         }
+        let control = try startControlSocket(directory: directory, logger: logger)
+        defer { control?.stop() }
 
         if let fd {
             guard fcntl(fd, F_GETFD) >= 0 else { throw ValidationError("--fd \(fd): not an open file descriptor") }
@@ -106,6 +120,43 @@ struct VGPUBackend: ParsableCommand {
         try VhostUserServer(listener: listener, logger: logger, makeDevice: makeDevice).serve(shouldContinue: { keep })
         unlink(path)
     }
+}
+
+extension VGPUBackend {
+    /// The control socket for vgpuctl. An explicit path that cannot be bound is an error; the
+    /// default one only warns (the backend is still useful without it).
+    func startControlSocket(directory: DeviceDirectory, logger: Logger) throws -> ControlServer? {
+        if noControlSocket { return nil }
+        let path = controlSocket ?? ControlSocketLocation.defaultPath()
+        do {
+            let server = try ControlServer(path: path, directory: directory, logger: logger, createDirectory: controlSocket == nil)
+            server.start()
+            removeOnTermination(path)
+            logger.info("control socket \(path)")
+            return server
+        } catch {
+            if controlSocket != nil { throw ValidationError("cannot listen on control socket \(path): \(error)") }
+            logger.warning("no control socket: cannot listen on \(path): \(error)")
+            return nil
+        }
+    }
+}
+
+/// The control socket path, for the SIGTERM/SIGINT handler (set once, before the handler).
+nonisolated(unsafe) private var terminationUnlinkPath: UnsafeMutablePointer<CChar>?
+
+/// On SIGTERM or SIGINT, removes the control socket file and dies of the signal as before, so
+/// killed backends leave no socket behind for vgpuctl to trip over (unlink, signal and raise
+/// are async-signal-safe).
+private func removeOnTermination(_ path: String) {
+    terminationUnlinkPath = strdup(path)
+    let handler: @convention(c) (Int32) -> Void = { sig in
+        if let p = terminationUnlinkPath { unlink(p) }
+        signal(sig, SIG_DFL)
+        raise(sig)
+    }
+    signal(SIGTERM, handler)
+    signal(SIGINT, handler)
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit: each resource holds a memfd, and the

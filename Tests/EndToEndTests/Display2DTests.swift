@@ -156,3 +156,22 @@ import VirtioGPU
 
 typealias GuestPhysicalAddressAlias = VirtioCore.GuestPhysicalAddress
 import VirtioCore
+
+/// QEMU stops the device on a VM pause and hands over a new display socket on resume.
+@Suite(.serialized) struct DisplayRestartTests {
+    @Test func newDisplayChannelGetsTheHeadsWithoutAGuestCommand() throws {
+        let rig = try GPURig()
+        let pixels = pattern(32, 16, seed: 3)
+        _ = try rig.makeResource(id: 1, width: 32, height: 16, pixels: pixels)
+        try rig.check(rig.driver.setScanout(0, id: 1, rect: VirtioGPUDriver.rect(0, 0, 32, 16)), "scanout")
+        #expect(rig.peer.waitFor(timeout: .seconds(5)) { $0.updateFrames >= 1 })
+        // Resume: QEMU's new display end, no guest command in between.
+        let (second, fd) = try DisplayChannelPeer.connected()
+        try rig.driver.frontend.gpuSetSocket(fd.rawValue)
+        try fd.close()
+        #expect(second.waitFor(timeout: .seconds(5)) { $0.framebuffers[0]?.width == 32 && $0.updateFrames >= 1 })
+        let fb = try #require(second.state.framebuffers[0])
+        #expect(Array(fb.pixels[0..<3]) == Array(pixels[0..<3]))
+        #expect(Array(fb.pixels[(32 * 16 - 1) * 4..<(32 * 16 - 1) * 4 + 3]) == Array(pixels[(32 * 16 - 1) * 4..<(32 * 16 - 1) * 4 + 3]))
+    }
+}

@@ -25,11 +25,12 @@ final class GPURig {
 
     init(registry: ResourceUUIDRegistry = ResourceUUIDRegistry(), deviceID: UInt32 = 1, config: GPUDeviceConfig = GPUDeviceConfig(numScanouts: 16),
          peerConfig: DisplayChannelPeer.Configuration = DisplayChannelPeer.Configuration(), ramSize: UInt64 = 64 << 20,
-         connectDisplay: Bool = true) throws {
+         connectDisplay: Bool = true, directory: DeviceDirectory? = nil) throws {
         self.registry = registry
         let logger = Self.logger()
-        let processor = GPUCommandProcessor(config: config, display: NullDisplay(), uuids: registry, deviceID: GPUDeviceID(deviceID), logger: logger)
-        device = GPUVhostUserDevice(processor: processor, logger: logger)
+        let processor = GPUCommandProcessor(config: config, display: NullDisplay(), uuids: registry, deviceID: GPUDeviceID(deviceID),
+                                            events: directory?.events, logger: logger)
+        device = GPUVhostUserDevice(processor: processor, logger: logger, directory: directory, label: "rig \(deviceID)")
         let (a, b) = try UnixSocket.pair()
         let connection = VhostUserConnection(socket: b, device: device, logger: logger)
         let done = self.done

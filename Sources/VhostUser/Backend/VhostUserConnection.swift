@@ -95,6 +95,7 @@ public final class VhostUserConnection: Sendable {
             try ack(message, ok: false)
             return
         }
+        log.logger.debug("\(request.name) (\(message.payload.count) bytes, \(message.fds.count) fds)")
         do {
             if let reply = try handle(request, message) {
                 try send(request, reply)

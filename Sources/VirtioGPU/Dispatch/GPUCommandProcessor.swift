@@ -18,6 +18,8 @@ public struct ResourceInfo: Equatable, Sendable {
     public let backingBytes: UInt64
     /// Scanouts showing this resource.
     public let scanouts: [UInt32]
+    /// When RESOURCE_CREATE_2D made it: wall-clock seconds since the epoch (0 if unknown).
+    public var createdAt: Double = 0
 }
 
 /// The virtio-gpu device logic (virtio 1.2 section 5.7), 2D: decodes each request from a
@@ -57,22 +59,27 @@ public final class GPUCommandProcessor: Sendable {
     private let logger: Logger
     private let guestErrors: GuestErrorLog
     private let displayBox: Mutex<any DisplaySink>
-    private let scanouts: Mutex<ScanoutTable>
+    let scanouts: Mutex<ScanoutTable>   // internal: GPUCommandProcessor+Display.swift
     /// What the last GET_DISPLAY_INFO told the guest, when the display answered (used by GET_EDID).
     private let reportedModes = Mutex<[DisplayMode]?>(nil)
     private let cursorImage = Mutex(CursorImage())
+    /// Lifecycle events (create, UUID assignment, unref) for the control socket; nil: none.
+    public let events: ResourceEventHub?
+    /// Creation times (wall clock) by resource: touched on create, unref, reset and snapshots only.
+    private let createdAt = Mutex<[ResourceID: Double]>([:])
 
     /// A device with the 2D renderer.
     public convenience init(config: GPUDeviceConfig, display: any DisplaySink, uuids: ResourceUUIDRegistry,
-                            deviceID: GPUDeviceID, logger: Logger = Logger(label: "vgpu.gpu")) {
+                            deviceID: GPUDeviceID, events: ResourceEventHub? = nil, logger: Logger = Logger(label: "vgpu.gpu")) {
         let c = config.normalized
-        self.init(config: c, display: display, uuids: uuids, deviceID: deviceID, renderer: Renderer2D(limits: c.limits), logger: logger)
+        self.init(config: c, display: display, uuids: uuids, deviceID: deviceID, renderer: Renderer2D(limits: c.limits), events: events, logger: logger)
     }
 
     /// A device with a given renderer (virgl later, a recording renderer in tests).
     public init(config: GPUDeviceConfig, display: any DisplaySink, uuids: ResourceUUIDRegistry,
-                deviceID: GPUDeviceID, renderer: any GPURenderer, logger: Logger = Logger(label: "vgpu.gpu")) {
+                deviceID: GPUDeviceID, renderer: any GPURenderer, events: ResourceEventHub? = nil, logger: Logger = Logger(label: "vgpu.gpu")) {
         let c = config.normalized
+        self.events = events
         self.config = c
         self.deviceID = deviceID
         self.uuids = uuids
@@ -91,7 +98,7 @@ public final class GPUCommandProcessor: Sendable {
         displayBox.withLock { $0 = display }
     }
 
-    private var display: any DisplaySink { displayBox.withLock { $0 } }
+    var display: any DisplaySink { displayBox.withLock { $0 } }
 
     // MARK: control queue
 
@@ -164,7 +171,10 @@ public final class GPUCommandProcessor: Sendable {
         case let .resourceAssignUUID(c):
             let id = ResourceID(c.resource_id)
             guard renderer.geometry(of: id) != nil else { throw .invalidResourceID("\(id) does not exist") }
-            return .okResourceUUID(uuids.assign(device: deviceID, resource: id))
+            let had = uuids.uuid(device: deviceID, resource: id)
+            let uuid = uuids.assign(device: deviceID, resource: id)
+            if had == nil { events?.publish(ResourceEvent(kind: .uuidAssigned, device: deviceID, resource: id, uuid: uuid)) }
+            return .okResourceUUID(uuid)
         case .updateCursor, .moveCursor:
             // QEMU: cursor commands on the control queue fall to the default case, ERR_UNSPEC.
             throw .unspec("cursor command on the control queue")
@@ -229,6 +239,9 @@ public final class GPUCommandProcessor: Sendable {
         guard let format = PixelFormat(wire: c.format) else { throw .invalidParameter("unknown format \(c.format)") }
         guard c.width > 0, c.height > 0 else { throw .invalidParameter("size \(c.width)x\(c.height)") }
         try renderer.createResource2D(id, format: format, width: c.width, height: c.height)
+        let now = wallClockSeconds()
+        createdAt.withLock { $0[id] = now }
+        events?.publish(ResourceEvent(kind: .created, device: deviceID, resource: id, time: now))
     }
 
     /// RESOURCE_UNREF: like QEMU, first disables every scanout showing the resource.
@@ -242,7 +255,9 @@ public final class GPUCommandProcessor: Sendable {
             }
         }
         try renderer.destroyResource(id)
-        uuids.unregister(device: deviceID, resource: id)
+        let uuid = uuids.unregister(device: deviceID, resource: id)
+        createdAt.withLock { _ = $0.removeValue(forKey: id) }
+        events?.publish(ResourceEvent(kind: .unreferenced, device: deviceID, resource: id, uuid: uuid))
     }
 
     /// SET_SCANOUT (spec 5.7.6.8): resource 0 disables the head; otherwise the rectangle must be
@@ -373,18 +388,37 @@ public final class GPUCommandProcessor: Sendable {
         for i in enabled { display.setScanout(UInt32(i), width: 0, height: 0) }
         renderer.reset()
         uuids.unregisterAll(device: deviceID)
+        let hadResources = createdAt.withLock { t in
+            defer { t.removeAll() }
+            return !t.isEmpty
+        }
+        if hadResources { events?.publish(ResourceEvent(kind: .deviceReset, device: deviceID)) }
         reportedModes.withLock { $0 = nil }
     }
 
     /// Every resource with its UUID, geometry, host and backing sizes and the heads showing it.
     public func snapshot() -> [ResourceInfo] {
         let heads = scanouts.withLock { $0.scanouts }
+        let created = createdAt.withLock { $0 }
         return renderer.resources().map { r in
             ResourceInfo(id: r.id, uuid: uuids.uuid(device: deviceID, resource: r.id), format: r.geometry.format,
                          width: r.geometry.width, height: r.geometry.height, stride: r.stride, hostBytes: r.hostBytes,
                          backingEntryCount: r.backingEntryCount, backingBytes: r.backingBytes,
-                         scanouts: heads.indices.filter { heads[$0].resource == r.id }.map { UInt32($0) })
+                         scanouts: heads.indices.filter { heads[$0].resource == r.id }.map { UInt32($0) },
+                         createdAt: created[r.id] ?? 0)
         }
+    }
+
+    /// One resource as `snapshot()` reports it, or nil.
+    public func resourceInfo(_ id: ResourceID) -> ResourceInfo? {
+        snapshot().first { $0.id == id }
+    }
+
+    /// The guest ranges attached to `id` (ATTACH_BACKING), in order: empty without backing, nil
+    /// if no such resource. Guest DMA namespace: for inspection only (`vgpuctl show`), never an
+    /// identity or a lookup key.
+    public func backingEntries(of id: ResourceID) -> [BackingEntry]? {
+        renderer.backingEntries(of: id)
     }
 
     /// What each head shows.

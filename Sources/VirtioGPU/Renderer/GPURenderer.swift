@@ -81,10 +81,14 @@ public protocol GPURenderer: AnyObject, Sendable {
     /// Every resource, sorted by id.
     func resources() -> [RendererResourceInfo]
 
+    /// The backing entries of `id` (empty without backing), nil if no such resource.
+    func backingEntries(of id: ResourceID) -> [BackingEntry]?
+
     /// Drops every resource (device reset).
     func reset()
 }
 
 extension GPURenderer {
     public func hostStorage(of id: ResourceID) -> HostPixelStorage? { nil }
+    public func backingEntries(of id: ResourceID) -> [BackingEntry]? { geometry(of: id) == nil ? nil : [] }
 }

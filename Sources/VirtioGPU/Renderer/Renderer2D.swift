@@ -161,6 +161,10 @@ public final class Renderer2D: GPURenderer {
         table.withLock { $0[id]?.storage }
     }
 
+    public func backingEntries(of id: ResourceID) -> [BackingEntry]? {
+        table.withLock { t in t[id].map { $0.backing?.entries ?? [] } }
+    }
+
     public func resources() -> [RendererResourceInfo] {
         table.withLock { t in
             t.resources.values.sorted { $0.id < $1.id }.map { r in

@@ -26,9 +26,15 @@ public final class GPUVhostUserDevice: VhostUserDevice {
     public var deviceFeatures: UInt64 { (1 << UInt64(VIRTIO_GPU_F_EDID)) | (1 << UInt64(VIRTIO_GPU_F_RESOURCE_UUID)) }
     public var protocolFeatures: VhostUserProtocolFeatures { [.config] }
 
-    public init(processor: GPUCommandProcessor, logger: Logger) {
+    private let directory: DeviceDirectory?
+
+    /// With a `directory`, the device is listed there (for the control socket) from now until
+    /// the frontend disconnects; `label` says where it is served.
+    public init(processor: GPUCommandProcessor, logger: Logger, directory: DeviceDirectory? = nil, label: String = "") {
         self.processor = processor
         self.logger = logger
+        self.directory = directory
+        directory?.register(processor, label: label)
     }
 
     // MARK: config space (struct virtio_gpu_config: events_read, events_clear, num_scanouts, num_capsets)
@@ -81,6 +87,10 @@ public final class GPUVhostUserDevice: VhostUserDevice {
         old?.close()
         processor.setDisplay(channel)
         logger.info("display channel connected")
+        // Re-show the heads on the new channel, off this thread: QEMU reads the display socket
+        // only once it is back in its main loop, after the rest of the start sequence.
+        let processor = self.processor
+        startThread(name: "vgpu-refresh") { processor.refreshDisplay() }
         return .done
     }
 
@@ -93,6 +103,7 @@ public final class GPUVhostUserDevice: VhostUserDevice {
 
     public func disconnected() {
         processor.reset()
+        directory?.unregister(processor.deviceID)
         processor.setDisplay(NullDisplay())
         display.withLock { d in d?.close(); d = nil }
     }

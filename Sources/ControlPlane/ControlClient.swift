@@ -1,0 +1,116 @@
+import CShims
+import Foundation
+import SystemPackage
+import VhostUser
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What went wrong talking to a backend, as one line for `vgpuctl`.
+public enum ControlClientError: Error, Equatable, CustomStringConvertible {
+    /// No socket to talk to.
+    case noSocket(String)
+    /// connect(2) failed.
+    case connect(String)
+    /// The server answered with an error (unknown id, refused peer, ...).
+    case server(ControlError)
+    /// The server's reply made no sense, or the connection broke.
+    case protocolError(String)
+
+    public var description: String {
+        switch self {
+        case let .noSocket(m), let .connect(m), let .protocolError(m): m
+        case let .server(e): e.message
+        }
+    }
+}
+
+/// A connection to a backend's control socket (what `vgpuctl` uses). One request at a time;
+/// after `watch`, call `nextEvent()` repeatedly.
+public final class ControlClient {
+    public let path: String
+    private let socket: OwnedFileDescriptor
+    private var buffer: [UInt8] = []
+    private var receivedFDs: [OwnedFileDescriptor] = []
+    private var nextID = 1
+
+    public init(path: String) throws(ControlClientError) {
+        self.path = path
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw .noSocket("no control socket at \(path): \(String(cString: strerror(errno)))") }
+        do { socket = try UnixSocket.connect(path: path) } catch {
+            throw .connect("cannot connect to \(path): \(error)\(error == .connectionRefused ? " (stale socket? is vgpu-backend running?)" : "")")
+        }
+    }
+
+    /// Sends one request and waits for its reply. Returns the result and the fd that came with
+    /// it (export, dump). A server error becomes `.server`.
+    public func call(_ method: ControlMethod, resource: String? = nil) throws(ControlClientError) -> (ControlResult, OwnedFileDescriptor?) {
+        let id = nextID
+        nextID += 1
+        receivedFDs.removeAll()
+        let line = ControlCodec.encodeLine(ControlRequest(id: id, method: method, resource: resource))
+        var sendError: Errno?
+        do { try UnixSocket.send(socket.rawValue, [line]) } catch { sendError = error }
+        // Even if the send failed (a refused peer is disconnected at once), the server may have
+        // said why before closing: read that first.
+        var response: ControlResponse
+        repeat {
+            // Event lines of an earlier watch on this connection are skipped.
+            do { response = try readResponse() } catch {
+                if let sendError { throw .protocolError("cannot send to \(path): \(sendError)") }
+                throw error
+            }
+        } while response.event != nil || (response.id != nil && response.id != id)
+        if let error = response.error { throw .server(error) }
+        guard response.ok, let result = response.result else { throw .protocolError("reply without a result") }
+        let fd = receivedFDs.isEmpty ? nil : receivedFDs.removeFirst()
+        receivedFDs.removeAll()
+        return (result, fd)
+    }
+
+    /// Sends raw bytes (tests: garbage, partial lines).
+    public func sendRaw(_ bytes: [UInt8]) throws(ControlClientError) {
+        do { try UnixSocket.send(socket.rawValue, [bytes]) } catch { throw .protocolError("send: \(error)") }
+    }
+
+    /// The next event after `call(.watch)`; nil when the server closes the connection.
+    public func nextEvent() throws(ControlClientError) -> EventRecord? {
+        while true {
+            let r: ControlResponse
+            do { r = try readResponse() } catch {
+                if case .protocolError("connection closed") = error { return nil }
+                throw error
+            }
+            if let e = r.event { return e }
+            if let error = r.error { throw .server(error) }
+        }
+    }
+
+    /// Reads one reply line. `timeout` in seconds (nil: wait for ever).
+    public func readResponse(timeout: Double? = nil) throws(ControlClientError) -> ControlResponse {
+        while true {
+            if let nl = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = Array(buffer[..<nl])
+                buffer.removeSubrange(...nl)
+                do { return try ControlCodec.decodeResponse(line) } catch {
+                    throw .protocolError("unreadable reply from \(path): \(String(decoding: line.prefix(200), as: UTF8.self))")
+                }
+            }
+            if let timeout {
+                var p = pollfd(fd: socket.rawValue, events: Int16(POLLIN), revents: 0)
+                if poll(&p, 1, Int32(timeout * 1000)) == 0 { throw .protocolError("no reply within \(timeout) s") }
+            }
+            var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+            var raw = [Int32](repeating: -1, count: 8)
+            var nfds: Int32 = 0, truncated: Int32 = 0
+            let n = chunk.withUnsafeMutableBytes { b in
+                raw.withUnsafeMutableBufferPointer { r in vgpu_recvmsg_fds(socket.rawValue, b.baseAddress, b.count, r.baseAddress, 8, &nfds, &truncated) }
+            }
+            for i in 0..<Int(nfds) { receivedFDs.append(OwnedFileDescriptor(raw[i])) }
+            if n < 0 { throw .protocolError("receive from \(path): \(String(cString: strerror(errno)))") }
+            if n == 0 { throw .protocolError("connection closed") }
+            buffer.append(contentsOf: chunk[0..<n])
+        }
+    }
+}

@@ -1,0 +1,213 @@
+import Foundation
+
+/// The control socket protocol, version 1 (docs/control-protocol.md): newline-delimited JSON
+/// over a UNIX stream socket. One request per line, one response per line (plus event lines for
+/// `watch`). Replies to `export` and `dump` carry one fd (SCM_RIGHTS) with the response line.
+public enum ControlProtocol {
+    public static let version = 1
+    /// Longest request line accepted, newline excluded; a longer one closes the connection.
+    public static let maxLineBytes = 64 * 1024
+}
+
+public enum ControlMethod: String, Codable, Sendable, CaseIterable {
+    case list, show, watch, export, dump
+}
+
+/// `{"version":1,"id":N,"method":"show","resource":"1:3"}`
+public struct ControlRequest: Codable, Equatable, Sendable {
+    public var version: Int
+    public var id: Int
+    public var method: String
+    /// For show/export/dump: `DEVICE:ID`, a resource id, or a UUID.
+    public var resource: String?
+
+    public init(id: Int, method: ControlMethod, resource: String? = nil) {
+        self.version = ControlProtocol.version
+        self.id = id
+        self.method = method.rawValue
+        self.resource = resource
+    }
+}
+
+/// Machine-readable error codes.
+public enum ControlErrorCode: String, Codable, Sendable {
+    case badRequest = "bad-request"
+    case unsupportedVersion = "unsupported-version"
+    case unknownMethod = "unknown-method"
+    case notFound = "not-found"
+    case ambiguous = "ambiguous"
+    case requestTooLarge = "request-too-large"
+    case permissionDenied = "permission-denied"
+    case busy = "busy"
+    case internalError = "internal"
+}
+
+public struct ControlError: Codable, Equatable, Sendable, Error, CustomStringConvertible {
+    public var code: ControlErrorCode
+    public var message: String
+    public init(_ code: ControlErrorCode, _ message: String) { self.code = code; self.message = message }
+    public var description: String { message }
+}
+
+/// A host buffer as the control socket describes it. `kind` is what the fd really is:
+/// `memfd` here (no dmabuf is made on this path; nothing is called a dmabuf that is not one).
+public struct HostBufferInfo: Codable, Equatable, Sendable {
+    public var kind: String
+    public var size: Int
+    public init(kind: String, size: Int) { self.kind = kind; self.size = size }
+}
+
+/// One resource row of `list` (and the head of `show`). No guest addresses.
+public struct ResourceSummary: Codable, Equatable, Sendable {
+    public var device: UInt32
+    public var id: UInt32
+    public var uuid: String?
+    public var format: String
+    /// DRM fourcc name of the host buffer's layout, e.g. "XR24".
+    public var fourcc: String
+    public var width: UInt32
+    public var height: UInt32
+    public var stride: Int
+    public var hostBuffer: HostBufferInfo
+    public var backingEntries: Int
+    public var backingBytes: UInt64
+    public var scanouts: [UInt32]
+    /// Seconds since creation.
+    public var ageSeconds: Double
+}
+
+public struct DeviceSummary: Codable, Equatable, Sendable {
+    public var id: UInt32
+    public var label: String
+    public var connectedSeconds: Double
+    public var resources: [ResourceSummary]
+}
+
+/// One ATTACH_BACKING entry. Guest DMA namespace: shown for diagnosis only, never an identity.
+public struct GuestRange: Codable, Equatable, Sendable {
+    /// Guest physical address, "0x..." hex.
+    public var guestPhysicalAddress: String
+    public var length: UInt32
+}
+
+public struct ResourceDetail: Codable, Equatable, Sendable {
+    public var resource: ResourceSummary
+    public var deviceLabel: String
+    public var createdAt: Double
+    /// The guest pages the resource is transferred from, in order.
+    public var guestBacking: [GuestRange]
+}
+
+/// The layout of an exported buffer (the fd comes with the reply).
+public struct BufferLayout: Codable, Equatable, Sendable {
+    public var uuid: String?
+    public var device: UInt32
+    public var resource: UInt32
+    /// "memfd": a sealed-size memfd opened read-only, mappable with mmap(PROT_READ, MAP_SHARED).
+    public var handleType: String
+    public var format: String
+    public var fourcc: String
+    /// The DRM fourcc code (drm_fourcc.h) as a number.
+    public var drmFormat: UInt32
+    public var width: UInt32
+    public var height: UInt32
+    public var stride: Int
+    public var offset: Int
+    public var size: Int
+    /// DRM format modifier: 0 = DRM_FORMAT_MOD_LINEAR.
+    public var modifier: UInt64
+
+    public init(uuid: String?, device: UInt32, resource: UInt32, handleType: String, format: String, fourcc: String, drmFormat: UInt32,
+                width: UInt32, height: UInt32, stride: Int, offset: Int, size: Int, modifier: UInt64) {
+        self.uuid = uuid; self.device = device; self.resource = resource; self.handleType = handleType; self.format = format
+        self.fourcc = fourcc; self.drmFormat = drmFormat; self.width = width; self.height = height; self.stride = stride
+        self.offset = offset; self.size = size; self.modifier = modifier
+    }
+}
+
+/// A lifecycle event (`watch`).
+public struct EventRecord: Codable, Equatable, Sendable {
+    public var kind: String
+    public var device: UInt32
+    public var resource: UInt32?
+    public var uuid: String?
+    public var time: Double
+    /// Events this subscriber lost to a full queue just before this one.
+    public var dropped: Int?
+}
+
+/// The result of a successful request; which fields are set depends on the method.
+public struct ControlResult: Codable, Equatable, Sendable {
+    public var devices: [DeviceSummary]?
+    public var detail: ResourceDetail?
+    public var buffer: BufferLayout?
+    public var watching: Bool?
+    public init(devices: [DeviceSummary]? = nil, detail: ResourceDetail? = nil, buffer: BufferLayout? = nil, watching: Bool? = nil) {
+        self.devices = devices; self.detail = detail; self.buffer = buffer; self.watching = watching
+    }
+}
+
+/// One line from the server: a response (`ok` true with `result`, or false with `error`), or an event.
+public struct ControlResponse: Codable, Equatable, Sendable {
+    public var version: Int
+    /// The request's id; nil when the request could not be parsed far enough to have one.
+    public var id: Int?
+    public var ok: Bool
+    public var result: ControlResult?
+    public var error: ControlError?
+    public var event: EventRecord?
+
+    public static func success(_ id: Int, _ result: ControlResult) -> ControlResponse {
+        ControlResponse(version: ControlProtocol.version, id: id, ok: true, result: result, error: nil, event: nil)
+    }
+    public static func failure(_ id: Int?, _ error: ControlError) -> ControlResponse {
+        ControlResponse(version: ControlProtocol.version, id: id, ok: false, result: nil, error: error, event: nil)
+    }
+    public static func eventLine(_ id: Int, _ event: EventRecord) -> ControlResponse {
+        ControlResponse(version: ControlProtocol.version, id: id, ok: true, result: nil, error: nil, event: event)
+    }
+}
+
+/// Encoding and decoding of protocol lines.
+public enum ControlCodec {
+    public static func encodeLine<T: Encodable>(_ value: T) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Encoding these plain structs cannot fail.
+        var bytes = [UInt8]((try? encoder.encode(value)) ?? Data(#"{"version":1,"ok":false}"#.utf8))
+        bytes.append(UInt8(ascii: "\n"))
+        return bytes
+    }
+
+    /// Decodes a request line (newline excluded), checking the version and method.
+    public enum Decoded: Equatable, Sendable {
+        case request(ControlRequest, ControlMethod)
+        /// The line is not a valid request: send this error reply.
+        case rejected(ControlResponse)
+    }
+
+    public static func decodeRequest(_ line: some Collection<UInt8>) -> Decoded {
+        let data = Data(line)
+        // Try to find an id even in a request that is otherwise wrong, so the error can name it.
+        let loose = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+        let looseID = loose?["id"] as? Int
+        guard loose != nil else {
+            return .rejected(.failure(nil, ControlError(.badRequest, "request is not a JSON object")))
+        }
+        let request: ControlRequest
+        do { request = try JSONDecoder().decode(ControlRequest.self, from: data) } catch {
+            return .rejected(.failure(looseID, ControlError(.badRequest, "request needs integer \"version\", integer \"id\" and string \"method\"")))
+        }
+        guard request.version == ControlProtocol.version else {
+            return .rejected(.failure(request.id, ControlError(.unsupportedVersion, "protocol version \(request.version) not supported (this server speaks \(ControlProtocol.version))")))
+        }
+        guard let method = ControlMethod(rawValue: request.method) else {
+            return .rejected(.failure(request.id, ControlError(.unknownMethod, "unknown method \"\(request.method)\" (methods: \(ControlMethod.allCases.map(\.rawValue).joined(separator: ", ")))")))
+        }
+        return .request(request, method)
+    }
+
+    public static func decodeResponse(_ line: some Collection<UInt8>) throws -> ControlResponse {
+        try JSONDecoder().decode(ControlResponse.self, from: Data(line))
+    }
+}

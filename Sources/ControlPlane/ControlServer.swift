@@ -1,0 +1,348 @@
+import Foundation
+import Logging
+import Synchronization
+import VhostUser
+import VirtioGPU
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The backend's control socket: one thread, poll(2) over the listener and every client. Reads
+/// the device directory and the processors' inspection APIs only, so device workers are never
+/// blocked by it (the snapshots take each table lock briefly).
+///
+/// Access: the socket file is mode 0600, and every peer's SO_PEERCRED is checked (same uid as
+/// the backend, or root, by default); a refused peer gets a `permission-denied` error line and
+/// is disconnected, and the refusal is logged.
+///
+/// Bad input: garbage or wrong-version lines get an error reply and the connection stays; a line
+/// over `ControlProtocol.maxLineBytes` gets `request-too-large` and the connection is closed; a
+/// client that stalls mid-line for `partialLineTimeout` or does not read its replies for
+/// `sendTimeout` is dropped. Other clients and the devices are not disturbed.
+public final class ControlServer: Sendable {
+    public let path: String
+    private let directory: DeviceDirectory
+    private let logger: Logger
+    private let peerLog: RateLimitedLogger<String>
+    private let authorize: @Sendable (PeerCredentials) -> Bool
+    private let listener: OwnedFileDescriptor
+    private let stopFD: OwnedFileDescriptor
+    private let exited = DispatchSemaphore(value: 0)
+    private let running = Atomic<Bool>(false)
+
+    public static let maxClients = 64
+    public static let sendTimeout = 2
+    /// Seconds a client may stay in the middle of a request line.
+    public let partialLineTimeout: Double
+
+    /// Binds `path` (mode 0600). With `createDirectory`, makes the parent directory (0700) first.
+    public init(path: String, directory: DeviceDirectory, logger: Logger, createDirectory: Bool = false, partialLineTimeout: Double = 10,
+                authorize: @escaping @Sendable (PeerCredentials) -> Bool = { $0.isAllowed(serverUID: getuid()) }) throws {
+        self.partialLineTimeout = partialLineTimeout
+        if createDirectory {
+            let parent = (path as NSString).deletingLastPathComponent
+            if !parent.isEmpty { try? FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
+        }
+        self.path = path
+        self.directory = directory
+        self.logger = logger
+        self.peerLog = RateLimitedLogger(logger: logger, perSecond: 5)
+        self.authorize = authorize
+        // listen(2) comes after chmod inside UnixSocket.listen: no connection before mode 0600.
+        self.listener = try UnixSocket.listen(path: path, backlog: 16, mode: 0o600)
+        self.stopFD = try EventFD.make()
+    }
+
+    /// Starts the control thread.
+    public func start() {
+        guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        startThread(name: "vgpu-control") { [self] in
+            serve()
+            exited.signal()
+        }
+    }
+
+    /// Stops the thread, closes every client and removes the socket file.
+    public func stop() {
+        guard running.exchange(false, ordering: .acquiringAndReleasing) else { return }
+        EventFD.signal(stopFD.rawValue)
+        exited.wait()
+    }
+
+    private final class Client {
+        let socket: OwnedFileDescriptor
+        let credentials: PeerCredentials
+        var buffer: [UInt8] = []
+        var partialSince: Double?
+        var subscription: ResourceEventSubscription?
+        var watchID = 0
+        var closed = false
+        init(socket: OwnedFileDescriptor, credentials: PeerCredentials) { self.socket = socket; self.credentials = credentials }
+    }
+
+    private func serve() {
+        var clients: [Client] = []
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        defer {
+            for c in clients { c.subscription?.cancel() }
+            unlink(path)
+        }
+        while true {
+            var fds = [pollfd(fd: stopFD.rawValue, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: listener.rawValue, events: Int16(POLLIN), revents: 0)]
+            for c in clients {
+                fds.append(pollfd(fd: c.socket.rawValue, events: Int16(POLLIN), revents: 0))
+                fds.append(pollfd(fd: c.subscription?.wakeFD.rawValue ?? -1, events: Int16(POLLIN), revents: 0))
+            }
+            let n = poll(&fds, nfds_t(fds.count), Int32(min(1000, max(50, partialLineTimeout * 500))))
+            if n < 0 && errno != EINTR {
+                logger.error("control socket: poll failed: errno \(errno)")
+                return
+            }
+            if fds[0].revents != 0 {
+                // Stopping: watchers still get what happened up to now (the last device leaving).
+                for c in clients where !c.closed { deliverEvents(c) }
+                return
+            }
+            let polled = clients.count   // clients accepted below are polled from the next round
+            if fds[1].revents & Int16(POLLIN) != 0 { acceptClient(&clients) }
+            let now = monotonicSeconds()
+            for (i, c) in clients.prefix(polled).enumerated() where !c.closed {
+                let socketEvents = fds[2 + 2 * i].revents
+                if socketEvents != 0 { readFrom(c, &chunk) }
+                if !c.closed, fds[3 + 2 * i].revents != 0 { deliverEvents(c) }
+                if !c.closed, let since = c.partialSince, now - since > partialLineTimeout {
+                    peerLog.log(.info, key: "stall", "control socket: client \(c.credentials) stalled mid-request; disconnected")
+                    close(c)
+                }
+            }
+            clients.removeAll { $0.closed }
+        }
+    }
+
+    /// Sends one error line to a peer that is not served, then drops it. Reads what it already
+    /// sent first, so closing does not reset the connection before the peer reads the reason.
+    private func turnAway(_ socket: OwnedFileDescriptor, _ error: ControlError) {
+        var scratch = [UInt8](repeating: 0, count: 4096)
+        for _ in 0..<16 {
+            let n = scratch.withUnsafeMutableBytes { recv(socket.rawValue, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n <= 0 { break }
+        }
+        try? UnixSocket.send(socket.rawValue, [ControlCodec.encodeLine(ControlResponse.failure(nil, error))])
+        _ = shutdown(socket.rawValue, Int32(SHUT_WR))
+    }
+
+    private func acceptClient(_ clients: inout [Client]) {
+        guard let socket = try? UnixSocket.accept(listener) else { return }
+        var tv = timeval(tv_sec: Self.sendTimeout, tv_usec: 0)
+        _ = setsockopt(socket.rawValue, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        guard let credentials = PeerCredentials.of(socket: socket.rawValue) else {
+            peerLog.log(key: "cred", "control socket: cannot read the peer's credentials (SO_PEERCRED); refused")
+            turnAway(socket, ControlError(.permissionDenied, "peer credentials unavailable"))
+            return
+        }
+        guard authorize(credentials) else {
+            peerLog.log(key: "refused", "control socket: refused peer \(credentials) (allowed: uid \(getuid()) or root)")
+            turnAway(socket, ControlError(.permissionDenied,
+                                          "permission denied: uid \(credentials.uid) may not use this control socket (only uid \(getuid()) or root)"))
+            return
+        }
+        guard clients.count < Self.maxClients else {
+            peerLog.log(key: "busy", "control socket: \(Self.maxClients) clients connected; refused \(credentials)")
+            turnAway(socket, ControlError(.busy, "too many control clients (\(Self.maxClients))"))
+            return
+        }
+        logger.debug("control socket: client \(credentials) connected")
+        clients.append(Client(socket: socket, credentials: credentials))
+    }
+
+    private func close(_ c: Client) {
+        c.closed = true
+        c.subscription?.cancel()
+        c.subscription = nil
+    }
+
+    private func send(_ c: Client, _ response: ControlResponse, fd: Int32? = nil) {
+        do { try UnixSocket.send(c.socket.rawValue, [ControlCodec.encodeLine(response)], fds: fd.map { [$0] } ?? []) } catch {
+            peerLog.log(.info, key: "send", "control socket: client \(c.credentials) not reading (\(error)); disconnected")
+            close(c)
+        }
+    }
+
+    private func readFrom(_ c: Client, _ chunk: inout [UInt8]) {
+        let n = chunk.withUnsafeMutableBytes { recv(c.socket.rawValue, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        if n < 0 {
+            if errno == EAGAIN || errno == EINTR { return }
+            close(c)
+            return
+        }
+        if n == 0 {
+            if !c.buffer.isEmpty { logger.debug("control socket: client \(c.credentials) left mid-request") }
+            close(c)
+            return
+        }
+        c.buffer.append(contentsOf: chunk[0..<n])
+        while !c.closed, let nl = c.buffer.firstIndex(of: UInt8(ascii: "\n")) {
+            let line = c.buffer[c.buffer.startIndex..<nl]
+            if line.count > ControlProtocol.maxLineBytes { break }
+            let lineCopy = Array(line)
+            c.buffer.removeSubrange(c.buffer.startIndex...nl)
+            if lineCopy.allSatisfy({ $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }) { continue }
+            handleLine(lineCopy, c)
+        }
+        if c.closed { return }
+        let pending = c.buffer.firstIndex(of: UInt8(ascii: "\n")) ?? c.buffer.endIndex
+        if pending - c.buffer.startIndex > ControlProtocol.maxLineBytes {
+            peerLog.log(.info, key: "oversize", "control socket: client \(c.credentials) sent a request over \(ControlProtocol.maxLineBytes) bytes; disconnected")
+            send(c, .failure(nil, ControlError(.requestTooLarge, "request line longer than \(ControlProtocol.maxLineBytes) bytes")))
+            close(c)
+            return
+        }
+        c.partialSince = c.buffer.isEmpty ? nil : (c.partialSince ?? monotonicSeconds())
+    }
+
+    private func handleLine(_ line: [UInt8], _ c: Client) {
+        switch ControlCodec.decodeRequest(line) {
+        case let .rejected(response):
+            send(c, response)
+        case let .request(request, method):
+            let reply = ControlHandler(directory: directory).handle(request, method)
+            switch reply {
+            case let .response(r): send(c, r)
+            case let .withFD(r, fd): send(c, r, fd: fd.rawValue)   // fd closed when `fd` is dropped
+            case .watch:
+                c.subscription?.cancel()
+                do {
+                    c.subscription = try directory.events.subscribe(capacity: 1024)
+                    c.watchID = request.id
+                    send(c, .success(request.id, ControlResult(watching: true)))
+                } catch {
+                    send(c, .failure(request.id, ControlError(.internalError, "cannot subscribe: \(error)")))
+                }
+            }
+        }
+    }
+
+    private func deliverEvents(_ c: Client) {
+        guard let sub = c.subscription else { return }
+        let (events, dropped) = sub.take()
+        for (i, e) in events.enumerated() where !c.closed {
+            send(c, .eventLine(c.watchID, EventRecord(e, dropped: i == 0 && dropped > 0 ? dropped : nil)))
+        }
+        if events.isEmpty, dropped > 0, !c.closed {
+            send(c, .eventLine(c.watchID, EventRecord(kind: "dropped", device: 0, resource: nil, uuid: nil, time: wallClockSeconds(), dropped: dropped)))
+        }
+    }
+}
+
+extension EventRecord {
+    init(_ e: ResourceEvent, dropped: Int?) {
+        self.init(kind: e.kind.rawValue, device: e.device.raw, resource: e.resource?.raw, uuid: e.uuid?.description, time: e.time, dropped: dropped)
+    }
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// What a request turns into: a reply line, a reply line with an fd, or a subscription.
+enum ControlReply {
+    case response(ControlResponse)
+    case withFD(ControlResponse, OwnedFileDescriptor)
+    case watch
+}
+
+/// Answers requests from the device directory. Pure apart from opening export fds.
+struct ControlHandler {
+    let directory: DeviceDirectory
+
+    func handle(_ request: ControlRequest, _ method: ControlMethod) -> ControlReply {
+        do {
+            switch method {
+            case .list:
+                let now = wallClockSeconds()
+                let devices = directory.devices().map { d in
+                    DeviceSummary(id: d.id.raw, label: d.label, connectedSeconds: max(0, now - d.connectedAt),
+                                  resources: d.processor.snapshot().map { summary($0, device: d.id, now: now) })
+                }
+                return .response(.success(request.id, ControlResult(devices: devices)))
+            case .show:
+                let (entry, info) = try resolve(request.resource)
+                let ranges = (entry.processor.backingEntries(of: info.id) ?? []).map {
+                    GuestRange(guestPhysicalAddress: "0x" + String($0.address.raw, radix: 16), length: $0.length)
+                }
+                let detail = ResourceDetail(resource: summary(info, device: entry.id, now: wallClockSeconds()), deviceLabel: entry.label,
+                                            createdAt: info.createdAt, guestBacking: ranges)
+                return .response(.success(request.id, ControlResult(detail: detail)))
+            case .export, .dump:
+                if method == .export, let r = request.resource, ResourceUUID(string: r) == nil {
+                    throw ControlError(.badRequest, "export takes a UUID (resources are exported by UUID only); got \"\(r)\"")
+                }
+                let (entry, info) = try resolve(request.resource)
+                guard let storage = entry.processor.hostStorage(of: info.id) else {
+                    throw ControlError(.notFound, "\(entry.id)/\(info.id) has no host buffer (unreferenced meanwhile?)")
+                }
+                // Size is fixed for the buffer's life: seal it so a consumer's mapping cannot SIGBUS.
+                _ = fcntl(storage.fd, 1033 /* F_ADD_SEALS */, Int32(2 | 4) /* F_SEAL_SHRINK | F_SEAL_GROW */)
+                // A new read-only open of the memfd: the receiver cannot write the backend's copy.
+                let raw = open("/proc/self/fd/\(storage.fd)", O_RDONLY | O_CLOEXEC)
+                guard raw >= 0 else { throw ControlError(.internalError, "cannot reopen the host buffer read-only: errno \(errno)") }
+                let fd = OwnedFileDescriptor(raw)
+                let layout = BufferLayout(uuid: info.uuid?.description, device: entry.id.raw, resource: info.id.raw, handleType: "memfd",
+                                          format: info.format.description, fourcc: DRMFourCC.name(for: info.format),
+                                          drmFormat: DRMFourCC.code(DRMFourCC.name(for: info.format)),
+                                          width: info.width, height: info.height, stride: info.stride, offset: 0,
+                                          size: storage.length, modifier: DRMFourCC.linearModifier)
+                return .withFD(.success(request.id, ControlResult(buffer: layout)), fd)
+            case .watch:
+                return .watch
+            }
+        } catch let e as ControlError {
+            return .response(.failure(request.id, e))
+        } catch {
+            return .response(.failure(request.id, ControlError(.internalError, "\(error)")))
+        }
+    }
+
+    func summary(_ r: ResourceInfo, device: GPUDeviceID, now: Double) -> ResourceSummary {
+        ResourceSummary(device: device.raw, id: r.id.raw, uuid: r.uuid?.description, format: r.format.description,
+                        fourcc: DRMFourCC.name(for: r.format), width: r.width, height: r.height, stride: r.stride,
+                        hostBuffer: HostBufferInfo(kind: "memfd", size: r.hostBytes),
+                        backingEntries: r.backingEntryCount, backingBytes: r.backingBytes, scanouts: r.scanouts,
+                        ageSeconds: r.createdAt > 0 ? max(0, now - r.createdAt) : 0)
+    }
+
+    /// `DEVICE:ID`, `ID` (must be unique over the devices) or a UUID.
+    func resolve(_ reference: String?) throws(ControlError) -> (DeviceDirectory.Entry, ResourceInfo) {
+        guard let reference, !reference.isEmpty else { throw ControlError(.badRequest, "missing \"resource\": DEVICE:ID, ID or UUID") }
+        let devices = directory.devices()
+        if let uuid = ResourceUUID(string: reference) {
+            for d in devices {
+                if let owner = d.processor.uuids.lookup(uuid), let entry = devices.first(where: { $0.id == owner.device }),
+                   let info = entry.processor.resourceInfo(owner.resource) {
+                    return (entry, info)
+                }
+            }
+            throw ControlError(.notFound, "no resource has UUID \(uuid) (never assigned, or unreferenced)")
+        }
+        let parts = reference.split(separator: ":", omittingEmptySubsequences: false)
+        if parts.count == 2, let dev = UInt32(parts[0]), let id = UInt32(parts[1]) {
+            guard let entry = devices.first(where: { $0.id.raw == dev }) else {
+                throw ControlError(.notFound, "no device \(dev) (devices: \(devices.map { String($0.id.raw) }.joined(separator: ", ")))")
+            }
+            guard let info = entry.processor.resourceInfo(ResourceID(id)) else { throw ControlError(.notFound, "device \(dev) has no resource \(id)") }
+            return (entry, info)
+        }
+        if parts.count == 1, let id = UInt32(reference) {
+            let hits = devices.compactMap { d in d.processor.resourceInfo(ResourceID(id)).map { (d, $0) } }
+            switch hits.count {
+            case 0: throw ControlError(.notFound, "no resource \(id) on any device")
+            case 1: return hits[0]
+            default: throw ControlError(.ambiguous, "resource \(id) exists on devices \(hits.map { String($0.0.id.raw) }.joined(separator: ", ")); say DEVICE:\(id)")
+            }
+        }
+        throw ControlError(.badRequest, "\"\(reference)\" is not DEVICE:ID, ID or a UUID")
+    }
+}

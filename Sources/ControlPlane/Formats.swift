@@ -1,0 +1,53 @@
+import VirtioGPU
+
+/// DRM fourcc codes (drm_fourcc.h) of the virtio-gpu 2D formats. virtio names give bytes in
+/// memory order; DRM names give a little-endian 32-bit word from the high bits down, so
+/// virtio B8G8R8A8 (bytes B,G,R,A) is DRM ARGB8888 ("AR24"), as in QEMU and crosvm.
+public enum DRMFourCC {
+    public static func code(_ name: String) -> UInt32 {
+        let b = Array(name.utf8)
+        precondition(b.count == 4)
+        return UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24
+    }
+
+    /// The fourcc name ("XR24") for a virtio format.
+    public static func name(for format: PixelFormat) -> String {
+        switch format {
+        case .b8g8r8a8: "AR24"   // DRM_FORMAT_ARGB8888
+        case .b8g8r8x8: "XR24"   // DRM_FORMAT_XRGB8888
+        case .a8r8g8b8: "BA24"   // DRM_FORMAT_BGRA8888
+        case .x8r8g8b8: "BX24"   // DRM_FORMAT_BGRX8888
+        case .r8g8b8a8: "AB24"   // DRM_FORMAT_ABGR8888
+        case .r8g8b8x8: "XB24"   // DRM_FORMAT_XBGR8888
+        case .a8b8g8r8: "RA24"   // DRM_FORMAT_RGBA8888
+        case .x8b8g8r8: "RX24"   // DRM_FORMAT_RGBX8888
+        }
+    }
+
+    /// The virtio format with this fourcc name, if any.
+    public static func format(named name: String) -> PixelFormat? {
+        PixelFormat.allCases.first { Self.name(for: $0) == name }
+    }
+
+    /// DRM_FORMAT_MOD_LINEAR.
+    public static let linearModifier: UInt64 = 0
+}
+
+/// Converts `height` rows of 32-bit pixels in `format` (row pitch `stride`) to packed RGB.
+public func convertToRGB(_ base: UnsafeRawPointer, format: PixelFormat, width: Int, height: Int, stride: Int) -> [UInt8] {
+    let o = format.byteOffsets
+    var rgb = [UInt8](repeating: 0, count: width * height * 3)
+    let src = base.assumingMemoryBound(to: UInt8.self)
+    rgb.withUnsafeMutableBufferPointer { d in
+        var i = 0
+        for y in 0..<height {
+            let row = src + y * stride
+            for x in 0..<width {
+                let p = row + x * 4
+                d[i] = p[o.r]; d[i + 1] = p[o.g]; d[i + 2] = p[o.b]
+                i += 3
+            }
+        }
+    }
+    return rgb
+}

@@ -1,0 +1,157 @@
+import ControlPlane
+import Foundation
+import Testing
+import VirtioGPU
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite struct ProtocolCodecTests {
+    @Test func requestRoundTrip() throws {
+        let line = ControlCodec.encodeLine(ControlRequest(id: 7, method: .show, resource: "1:3"))
+        #expect(line.last == UInt8(ascii: "\n"))
+        #expect(!line.dropLast().contains(UInt8(ascii: "\n")))
+        guard case let .request(r, m) = ControlCodec.decodeRequest(line.dropLast()) else { Issue.record("rejected"); return }
+        #expect(r.id == 7 && r.version == 1 && r.resource == "1:3" && m == .show)
+    }
+
+    @Test(arguments: [
+        ("garbage", ControlErrorCode.badRequest, nil as Int?),
+        ("[1,2]", .badRequest, nil),
+        (#"{"id":4,"method":"list"}"#, .badRequest, 4),
+        (#"{"version":"1","id":5,"method":"list"}"#, .badRequest, 5),
+        (#"{"version":2,"id":6,"method":"list"}"#, .unsupportedVersion, 6),
+        (#"{"version":1,"id":7,"method":"frob"}"#, .unknownMethod, 7),
+        ("{\"version\":1,\"id\":8,\"method\":\"li\u{0}st\"}", .badRequest, nil),   // raw control char: not JSON
+        (#"{"version":1,"id":9,"method":"li\u0000st"}"#, .unknownMethod, 9),
+    ])
+    func badRequestsAreRejectedWithTheirID(line: String, code: ControlErrorCode, id: Int?) {
+        guard case let .rejected(r) = ControlCodec.decodeRequest(Array(line.utf8)) else { Issue.record("accepted \(line)"); return }
+        #expect(!r.ok)
+        #expect(r.error?.code == code)
+        #expect(r.id == id)
+        #expect(r.version == ControlProtocol.version)
+    }
+
+    @Test func responseRoundTripKeepsOptionalFieldsOut() throws {
+        let layout = BufferLayout(uuid: "u", device: 1, resource: 2, handleType: "memfd", format: "B8G8R8X8", fourcc: "XR24",
+                                  drmFormat: DRMFourCC.code("XR24"), width: 4, height: 2, stride: 16, offset: 0, size: 32, modifier: 0)
+        let line = ControlCodec.encodeLine(ControlResponse.success(9, ControlResult(buffer: layout)))
+        let text = String(decoding: line, as: UTF8.self)
+        #expect(!text.contains("devices"))
+        #expect(!text.contains("null"))
+        let back = try ControlCodec.decodeResponse(line.dropLast())
+        #expect(back.result?.buffer == layout)
+        #expect(back.id == 9 && back.ok)
+        let err = try ControlCodec.decodeResponse(ControlCodec.encodeLine(ControlResponse.failure(nil, ControlError(.notFound, "x"))).dropLast())
+        #expect(err.error == ControlError(.notFound, "x") && err.id == nil && !err.ok)
+    }
+}
+
+@Suite struct FormatTests {
+    @Test func fourccsMatchDRM() {
+        #expect(DRMFourCC.code("XR24") == 0x3432_5258)   // DRM_FORMAT_XRGB8888
+        #expect(DRMFourCC.code("AR24") == 0x3432_5241)   // DRM_FORMAT_ARGB8888
+        #expect(DRMFourCC.name(for: .b8g8r8x8) == "XR24")
+        #expect(DRMFourCC.name(for: .r8g8b8a8) == "AB24")
+        #expect(Set(PixelFormat.allCases.map { DRMFourCC.name(for: $0) }).count == PixelFormat.allCases.count)
+        for f in PixelFormat.allCases { #expect(DRMFourCC.format(named: DRMFourCC.name(for: f)) == f) }
+    }
+
+    @Test func rgbConversionHonoursByteOrder() {
+        // One pixel R=0x11 G=0x22 B=0x33 in each format, plus padding to a stride of 8.
+        for f in PixelFormat.allCases {
+            var px = [UInt8](repeating: 0xEE, count: 8)
+            let o = f.byteOffsets
+            px[o.r] = 0x11; px[o.g] = 0x22; px[o.b] = 0x33
+            let rgb = px.withUnsafeBytes { convertToRGB($0.baseAddress!, format: f, width: 1, height: 1, stride: 8) }
+            #expect(rgb == [0x11, 0x22, 0x33], "\(f)")
+        }
+    }
+}
+
+@Suite struct PNGTests {
+    @Test func checksumsMatchKnownValues() {
+        #expect(PNG.crc32(Array("IEND".utf8)) == 0xAE42_6082)
+        #expect(PNG.adler32(Array("Wikipedia".utf8)) == 0x11E6_0398)
+        #expect(PNG.adler32([]) == 1)
+    }
+
+    @Test func encodesAValidStructure() throws {
+        let w = 300, h = 200   // raw data > 65535 bytes: several stored blocks
+        let rgb = (0..<(w * h * 3)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let png = PNG.encodeRGB(width: w, height: h, rgb: rgb)
+        #expect(Array(png.prefix(8)) == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+        // Walk the chunks, checking each CRC.
+        var i = 8
+        var types: [String] = []
+        var idat: [UInt8] = []
+        while i < png.count {
+            let len = Int(png[i]) << 24 | Int(png[i + 1]) << 16 | Int(png[i + 2]) << 8 | Int(png[i + 3])
+            let typed = Array(png[(i + 4)..<(i + 8 + len)])
+            let crc = UInt32(png[i + 8 + len]) << 24 | UInt32(png[i + 9 + len]) << 16 | UInt32(png[i + 10 + len]) << 8 | UInt32(png[i + 11 + len])
+            #expect(PNG.crc32(typed) == crc)
+            let type = String(decoding: typed.prefix(4), as: UTF8.self)
+            types.append(type)
+            if type == "IDAT" { idat += typed.dropFirst(4) }
+            i += 12 + len
+        }
+        #expect(types == ["IHDR", "IDAT", "IEND"])
+        // Inflate the stored blocks by hand and compare with the filtered rows.
+        var raw: [UInt8] = []
+        var p = 2
+        while true {
+            let final = idat[p] & 1
+            let n = Int(idat[p + 1]) | Int(idat[p + 2]) << 8
+            let nn = Int(idat[p + 3]) | Int(idat[p + 4]) << 8
+            #expect(n ^ nn == 0xFFFF)
+            raw += idat[(p + 5)..<(p + 5 + n)]
+            p += 5 + n
+            if final == 1 { break }
+        }
+        #expect(raw.count == h * (w * 3 + 1))
+        #expect(Array(raw[1..<(1 + w * 3)]) == Array(rgb[0..<(w * 3)]))
+        let adler = UInt32(idat[p]) << 24 | UInt32(idat[p + 1]) << 16 | UInt32(idat[p + 2]) << 8 | UInt32(idat[p + 3])
+        #expect(PNG.adler32(raw) == adler)
+    }
+}
+
+@Suite struct CredentialTests {
+    @Test func sameUIDOrRootOnly() {
+        #expect(PeerCredentials(pid: 1, uid: 1000, gid: 1000).isAllowed(serverUID: 1000))
+        #expect(PeerCredentials(pid: 1, uid: 0, gid: 0).isAllowed(serverUID: 1000))
+        #expect(!PeerCredentials(pid: 1, uid: 1001, gid: 1000).isAllowed(serverUID: 1000))
+        #expect(!PeerCredentials(pid: 1, uid: 65534, gid: 65534).isAllowed(serverUID: 0))
+    }
+
+    @Test func readsARealPeer() throws {
+        var fds: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        defer { close(fds[0]); close(fds[1]) }
+        let c = try #require(PeerCredentials.of(socket: fds[0]))
+        #expect(c.pid == getpid() && c.uid == getuid() && c.gid == getgid())
+        #expect(PeerCredentials.of(socket: -1) == nil)
+    }
+}
+
+@Suite struct SocketLocationTests {
+    @Test func defaultDirectoryPrefersXDG() {
+        #expect(ControlSocketLocation.defaultDirectory(environment: ["XDG_RUNTIME_DIR": "/run/user/7"]) == "/run/user/7/vgpu")
+        let fallback = ControlSocketLocation.defaultDirectory(environment: [:])
+        #expect(fallback == (getuid() == 0 ? "/run/vgpu" : "/tmp/vgpu-\(getuid())"))
+    }
+
+    @Test func findsOnlyLiveBackends() throws {
+        let dir = NSTemporaryDirectory() + "vgpuctl-loc-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(throws: ControlClientError.self) { try ControlSocketLocation.findSingle(in: dir) }
+        _ = FileManager.default.createFile(atPath: dir + "/\(getpid()).sock", contents: nil)
+        _ = FileManager.default.createFile(atPath: dir + "/999999999.sock", contents: nil)   // no such pid: stale
+        #expect(try ControlSocketLocation.findSingle(in: dir) == dir + "/\(getpid()).sock")
+        _ = FileManager.default.createFile(atPath: dir + "/1.sock", contents: nil)          // init is alive
+        do { _ = try ControlSocketLocation.findSingle(in: dir); Issue.record("expected several") } catch {
+            #expect(error.description.contains("several"))
+        }
+    }
+}
