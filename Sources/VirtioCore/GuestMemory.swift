@@ -6,12 +6,15 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
     case overflow(address: UInt64, length: Int)
     /// Regions given to `GuestMemory.init` overlap or are empty.
     case invalidRegion(String)
+    /// A structure the spec requires aligned (a vring part) is not.
+    case misaligned(address: UInt64, alignment: Int)
 
     public var description: String {
         switch self {
         case let .outOfBounds(a, l): "guest range 0x\(String(a, radix: 16))+\(l) is outside guest RAM"
         case let .overflow(a, l): "guest range 0x\(String(a, radix: 16))+\(l) overflows"
         case let .invalidRegion(why): "invalid memory region: \(why)"
+        case let .misaligned(a, n): "address 0x\(String(a, radix: 16)) is not \(n)-byte aligned"
         }
     }
 }

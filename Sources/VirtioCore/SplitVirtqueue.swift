@@ -96,6 +96,12 @@ public final class SplitVirtqueue {
     private static func translate(_ a: VringAddresses, size: UInt16, memory: GuestMemory) throws(GuestMemoryError)
         -> (UnsafeMutableRawPointer, UnsafeMutableRawPointer, UnsafeMutableRawPointer) {
         let n = Int(size)
+        // Virtio 1.2, 2.7: descriptor table 16-, avail 2-, used 4-byte aligned. Misaligned rings
+        // would make the index atomics misaligned too.
+        for (address, alignment) in [(a.descriptorTable, 16), (a.availableRing, 2), (a.usedRing, 4)]
+        where address.raw % UInt64(alignment) != 0 {
+            throw .misaligned(address: address.raw, alignment: alignment)
+        }
         return (try memory.hostPointer(a.descriptorTable, length: 16 * n),
                 try memory.hostPointer(a.availableRing, length: 6 + 2 * n),
                 try memory.hostPointer(a.usedRing, length: 6 + 8 * n))

@@ -39,6 +39,23 @@ struct SplitVirtqueueSetupTests {
         }
     }
 
+    @Test("init refuses rings that break the spec's alignment (16 / 2 / 4)",
+          arguments: [(0, 8, 16), (1, 1, 2), (2, 2, 4)])
+    func misalignedRings(part: Int, shift: UInt64, alignment: Int) {
+        let driver = DriverQueue()
+        var a = driver.addresses
+        let moved: FrontendVirtualAddress
+        switch part {
+        case 0: moved = FrontendVirtualAddress(a.descriptorTable.raw + shift); a.descriptorTable = moved
+        case 1: moved = FrontendVirtualAddress(a.availableRing.raw + shift); a.availableRing = moved
+        default: moved = FrontendVirtualAddress(a.usedRing.raw + shift); a.usedRing = moved
+        }
+
+        #expect(throws: GuestMemoryError.misaligned(address: moved.raw, alignment: alignment)) {
+            try SplitVirtqueue(size: 8, addresses: a, memory: driver.memory, eventIndex: false)
+        }
+    }
+
     @Test("ring addresses are frontend addresses, not guest addresses")
     func guestAddressesRejected() {
         let driver = DriverQueue()
