@@ -65,6 +65,11 @@ public final class GuestMemory: Sendable {
         for (a, b) in zip(sorted, sorted.dropFirst()) where a.guestEnd > b.guestStart.raw {
             throw .invalidRegion("regions at \(a.guestStart) and \(b.guestStart) overlap")
         }
+        // Vring addresses are translated through the frontend ranges: they must not overlap either.
+        let byFrontend = sorted.sorted { $0.frontendStart.raw < $1.frontendStart.raw }
+        for (a, b) in zip(byFrontend, byFrontend.dropFirst()) where a.frontendStart.raw + a.size > b.frontendStart.raw {
+            throw .invalidRegion("frontend ranges at \(a.frontendStart) and \(b.frontendStart) overlap")
+        }
         self.regions = sorted
     }
 

@@ -35,6 +35,14 @@ struct GuestMemoryInitTests {
         #expect(memory.regions.count == 2)
     }
 
+    @Test("regions whose frontend ranges overlap are rejected (vring translation would be ambiguous)")
+    func frontendOverlap() {
+        #expect(throws: GuestMemoryError.self) {
+            try GuestMemory(regions: [fakeRegion(guest: 0x1000, size: 0x2000, frontend: 0x10_0000),
+                                      fakeRegion(guest: 0x8000, size: 0x1000, frontend: 0x10_1000)])
+        }
+    }
+
     @Test("an empty region is rejected")
     func emptyRegion() {
         #expect(throws: GuestMemoryError.self) {

@@ -47,8 +47,11 @@ func makeRegion(guest: UInt64, size: Int, frontend: UInt64? = nil, mapping: Anon
 
 /// A region description whose memory is never touched (for `GuestMemory.init` validation tests):
 /// the host pointer is a small shared mapping regardless of `size`.
-func fakeRegion(guest: UInt64, size: UInt64, frontend: UInt64 = 0x1000) -> GuestMemoryRegion {
-    GuestMemoryRegion(guestStart: GuestPhysicalAddress(guest), size: size, frontendStart: FrontendVirtualAddress(frontend),
+/// By default the frontend range mirrors the guest range at a fixed offset (as QEMU's mappings do),
+/// so distinct guest ranges never collide in the frontend space.
+func fakeRegion(guest: UInt64, size: UInt64, frontend: UInt64? = nil) -> GuestMemoryRegion {
+    GuestMemoryRegion(guestStart: GuestPhysicalAddress(guest), size: size,
+                      frontendStart: FrontendVirtualAddress(frontend ?? (guest &+ 0x7f00_0000_0000)),
                       fileOffset: 0, hostBase: dummyMapping.base, mapping: dummyMapping)
 }
 
