@@ -23,7 +23,7 @@ struct GuestProgramTests {
         }
         let outcome = run.outcome(scenario)
         #expect(!outcome.results.isEmpty, "no VGPU-RESULT lines for \(scenario) on \(kernel)\(run.diagnosticsSuffix)")
-        for result in outcome.results where !run.allowed(result) {
+        for result in outcome.allChecks where !run.allowed(result) {
             Issue.record("\(kernel) \(run.backend): \(result.name) status=\(result.status) detail=\(result.detail)\(run.diagnosticsSuffix)")
         }
         for failure in outcome.screenFailures {
@@ -43,7 +43,11 @@ struct GuestProgramTests {
             }
         case "export":
             #expect(Int(outcome.info["resource_id"] ?? "") ?? 0 > 0, "VGPU-INFO export resource_id: \(outcome.info)")
-            if run.isVgpuBackend { #expect(outcome.status("export.uuid") == "pass") }
+            if run.isVgpuBackend {
+                #expect(outcome.status("export.uuid") == "pass")
+                #expect(outcome.hostChecks.contains { $0.name == "export.vgpuctl_uuid" && $0.status == "pass" },
+                        "host checks: \(outcome.hostChecks)")
+            }
         case "errors":
             #expect(outcome.results.filter { $0.name.hasPrefix("errors.") }.count >= 20)
         default:
@@ -75,6 +79,9 @@ struct ScenarioOutcome: Sendable {
     /// key=value pairs of the scenario's `VGPU-INFO` lines.
     var info: [String: String] = [:]
     var screensChecked: [String] = []
+    /// Checks made on the host while the guest waited (vgpuctl lookups).
+    var hostChecks: [CheckLine] = []
+    var allChecks: [CheckLine] { results + hostChecks }
     var screenFailures: [String] = []
     /// Screens that matched a known guest-kernel variant instead of the exact image, and why.
     var notes: [String] = []
@@ -103,7 +110,7 @@ struct GuestProgramRun: Sendable {
     func verdict(_ scenario: String) -> String {
         let o = outcome(scenario)
         if error != nil && o.results.isEmpty { return "fail" }
-        if o.results.isEmpty || !o.screenFailures.isEmpty || o.results.contains(where: { !allowed($0) })
+        if o.results.isEmpty || !o.screenFailures.isEmpty || o.allChecks.contains(where: { !allowed($0) })
             || o.screensChecked != (GuestProgramRuns.screens[scenario] ?? []) { return "fail" }
         return o.results.contains { $0.status == "unsupported" } ? "unsupported" : "pass"
     }
@@ -159,7 +166,17 @@ actor GuestProgramRuns {
             options.maxOutputs = own.maxOutputs
             options.kernelArguments += own.kernelArguments
         }
-        let task = Task { await Self.boot(options) }
+        // vgpu-backend gets a control socket of its own, where vgpuctl finds the exported resource.
+        var controlSocket: String?
+        if backend.label == "vgpu-backend" {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("vgpu-ctl-\(UUID().uuidString.prefix(8)).sock").path
+            options.backend.extraArguments += ["--control-socket", path]
+            controlSocket = path
+        }
+        let task = Task { [options, controlSocket] in
+            defer { if let controlSocket { try? FileManager.default.removeItem(atPath: controlSocket) } }
+            return await Self.boot(options, controlSocket: controlSocket)
+        }
         runs[key] = task
         return await task.value
     }
@@ -174,15 +191,15 @@ actor GuestProgramRuns {
         let description: String
     }
 
-    private static func boot(_ options: GuestOptions) async -> GuestProgramRun {
+    private static func boot(_ options: GuestOptions, controlSocket: String?) async -> GuestProgramRun {
         let label = options.backend.label
         let box = Box(GuestProgramRun(kernel: options.kernel.series, backend: label, isVgpuBackend: label == "vgpu-backend"))
         let start = ContinuousClock.now
         do {
             try await GuestSession.run(options) { guest in
-                try await drive(guest, box)
+                try await drive(guest, box, controlSocket: controlSocket)
                 let failed = box.run.outcomes.values.contains { o in
-                    !o.screenFailures.isEmpty || o.results.contains { !box.run.allowed($0) }
+                    !o.screenFailures.isEmpty || o.allChecks.contains { !box.run.allowed($0) }
                 }
                 // Throwing keeps the work folder (screens, logs) and gets the diagnostics.
                 if failed { throw ScreenMismatch(description: "a scenario failed (details in the tests' messages)") }
@@ -200,7 +217,7 @@ actor GuestProgramRuns {
 
     /// Follows the guest: at each `VGPU-READY tag` compares the screen, then acknowledges;
     /// at `VGPU-DONE` collects the result lines.
-    private static func drive(_ guest: GuestSession, _ box: Box) async throws {
+    private static func drive(_ guest: GuestSession, _ box: Box, controlSocket: String?) async throws {
         while true {
             let line = try await guest.waitForLine("VGPU-READY or VGPU-DONE", timeout: .seconds(120), allowFailedScenario: true) {
                 $0.text.contains("VGPU-READY ") || $0.text.contains("VGPU-DONE")
@@ -208,6 +225,13 @@ actor GuestProgramRuns {
             collect(guest.serialLines, into: &box.run)
             guard case let .ready(tag)? = line.event else { break }
             let scenario = String(tag.split(separator: "-").first ?? Substring(tag))
+            if tag == "export" {  // no screen: look the exported resource up through vgpuctl
+                if let check = lookUpExport(box.run, controlSocket: controlSocket) {
+                    box.run.outcomes[scenario, default: ScenarioOutcome()].hostChecks.append(check)
+                }
+                try guest.acknowledge(tag)
+                continue
+            }
             box.run.outcomes[scenario, default: ScenarioOutcome()].screensChecked.append(tag)
             for head in heads[tag] ?? [0] {
                 let (failure, note) = await checkScreen(guest, tag: tag, head: head, info: box.run.outcome(scenario).info)
@@ -218,6 +242,51 @@ actor GuestProgramRuns {
         }
         _ = try await guest.waitForPowerOff(timeout: .seconds(60))
         collect(guest.serialLines, into: &box.run)
+    }
+
+    /// `vgpuctl show --json <resource_id>` against vgpu-backend's control socket while the guest
+    /// holds the exported buffer: the resource the guest exported must have a UUID. Nil for
+    /// backends without a control socket (QEMU's C backend).
+    static func lookUpExport(_ run: GuestProgramRun, controlSocket: String?) -> CheckLine? {
+        guard let controlSocket else { return nil }
+        let name = "export.vgpuctl_uuid"
+        guard let id = run.outcome("export").info["resource_id"] else {
+            return CheckLine(name: name, status: "fail", detail: "no VGPU-INFO export resource_id")
+        }
+        let backend = (try? HarnessEnvironment(locatingFrom: #filePath).backend().executable) ?? ""
+        let vgpuctl = URL(fileURLWithPath: backend).deletingLastPathComponent().appendingPathComponent("vgpuctl").path
+        guard FileManager.default.isExecutableFile(atPath: vgpuctl) else {
+            return CheckLine(name: name, status: "fail", detail: "no vgpuctl next to the backend: \(vgpuctl)")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: vgpuctl)
+        process.arguments = ["show", "--socket", controlSocket, "--json", id]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        do { try process.run() } catch {
+            return CheckLine(name: name, status: "fail", detail: "\(vgpuctl): \(error)")
+        }
+        let killer = DispatchWorkItem { if process.isRunning { process.terminate() } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 15, execute: killer)
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        killer.cancel()
+        // `show --json` prints the protocol's result object (docs/control-protocol.md): the resource row,
+        // with its "uuid", sits under "resource" (and that under "detail"); find it wherever it is.
+        func findUUID(_ value: Any?) -> String? {
+            if let dict = value as? [String: Any] {
+                if let uuid = dict["uuid"] as? String, !uuid.isEmpty { return uuid }
+                for key in ["detail", "resource"] { if let found = findUUID(dict[key]) { return found } }
+            }
+            return nil
+        }
+        let json = try? JSONSerialization.jsonObject(with: Data(output.utf8))
+        guard process.terminationStatus == 0, let uuid = findUUID(json) else {
+            return CheckLine(name: name, status: "fail",
+                             detail: "vgpuctl show \(id) (status \(process.terminationStatus)): \(output.prefix(400))")
+        }
+        return CheckLine(name: name, status: "pass", detail: "resource \(id) has uuid \(uuid) (vgpuctl show)")
     }
 
     /// Rebuilds results and infos from every serial line so far.
