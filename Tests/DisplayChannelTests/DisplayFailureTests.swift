@@ -78,6 +78,7 @@ struct DisplayFailureTests {
         let pair = try Pair(options: .init(timeout: .milliseconds(200)))
         defer { pair.close() }
         pair.peer.stall()
+        usleep(100_000)   // stall() is seen by the peer's reader thread asynchronously
         let start = ContinuousClock.now
         #expect(pair.display.displayInfo() == nil)
         #expect(ContinuousClock.now - start < .seconds(3))
