@@ -72,11 +72,13 @@ let package = Package(
             "VhostUserFrontend", "VhostUser", "DisplayChannel", "CShims",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
+        // Helpers shared by the test targets (fd and memory leak checks).
+        .target(name: "VGPUTestSupport", path: "Tests/VGPUTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "CShims"], swiftSettings: swiftSettings),
-        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "VhostUserFrontend", "VirtioCore", "CShims", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
+        .testTarget(name: "VhostUserTests", dependencies: ["VGPUTestSupport", "VhostUser", "VhostUserFrontend", "VirtioCore", "CShims", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .testTarget(name: "DisplayChannelTests", dependencies: ["DisplayChannel", "CShims", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: swiftSettings),
         .testTarget(name: "VirtioGPUTests", dependencies: ["VirtioGPU", "VirtioCore", "CShims"], swiftSettings: swiftSettings),
-        .testTarget(name: "EndToEndTests", dependencies: [
+        .testTarget(name: "EndToEndTests", dependencies: ["VGPUTestSupport",
             "VhostUserFrontend", "VhostUser", "VirtioGPU", "DisplayChannel", "VirtioCore", "CShims", "ControlPlane",
         ], swiftSettings: swiftSettings),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "VirtioGPU"], swiftSettings: swiftSettings),

@@ -2,6 +2,7 @@ import CShims
 import ControlPlane
 import Foundation
 import Testing
+import VGPUTestSupport
 import VhostUser
 import VhostUserFrontend
 import VirtioCore
@@ -272,6 +273,7 @@ extension ControlSocketTests {
             for i in 0..<200 { try cycle(i) }   // warm up allocators and caches
             let fdsBefore = openFDSet()
             let rssBefore = residentKiB()
+            #expect(rssBefore > 0)
             for i in 0..<10_000 { try cycle(i) }
             #expect(fdsLeaked(since: fdsBefore).isEmpty)
             #expect(residentKiB() - rssBefore < 8 * 1024, "RSS grew from \(rssBefore) KiB to \(residentKiB()) KiB")

@@ -1,6 +1,7 @@
 import CShims
 import DisplayChannel
 import Foundation
+import VGPUTestSupport
 import Logging
 import SystemPackage
 import VhostUser
@@ -91,29 +92,4 @@ func pattern(_ w: Int, _ h: Int, seed: UInt8 = 0) -> [UInt8] {
 }
 
 
-/// Resident set size in KiB (for leak checks).
-func residentKiB() -> Int {
-    guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return -1 }
-    let parts = s.split(separator: " ")
-    return parts.count > 1 ? (Int(parts[1]) ?? 0) * Int(getpagesize()) / 1024 : -1
-}
 
-/// Open fds as "number→target". Leak checks compare sets, not counts, so fds that other
-/// tests close meanwhile do not matter.
-func openFDSet() -> Set<String> {
-    let dir = "/proc/self/fd"
-    // An fd that is gone by the time its link is read (the listing's own directory fd) is not open.
-    return Set(((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).compactMap { fd in
-        (try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + fd)).map { "\(fd)→" + $0 }
-    })
-}
-
-/// Waits until every fd opened since `before` is closed again; returns those still open.
-func fdsLeaked(since before: Set<String>, timeout: Double = 2) -> Set<String> {
-    let deadline = Date().addingTimeInterval(timeout)
-    while true {
-        let extra = openFDSet().subtracting(before)
-        if extra.isEmpty || Date() > deadline { return extra }
-        usleep(20_000)
-    }
-}

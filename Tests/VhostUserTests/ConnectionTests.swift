@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VGPUTestSupport
 import VhostUser
 import VhostUserFrontend
 import VirtioCore

@@ -1,4 +1,5 @@
 import Foundation
+import VGPUTestSupport
 import Logging
 import Synchronization
 import VhostUser
@@ -59,22 +60,3 @@ final class ServedDevice: @unchecked Sendable {
 }
 
 
-/// Open fds as "number→target". Leak checks compare sets, not counts, so fds that other
-/// tests close meanwhile do not matter.
-func openFDSet() -> Set<String> {
-    let dir = "/proc/self/fd"
-    // An fd that is gone by the time its link is read (the listing's own directory fd) is not open.
-    return Set(((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).compactMap { fd in
-        (try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + fd)).map { "\(fd)→" + $0 }
-    })
-}
-
-/// Waits until every fd opened since `before` is closed again; returns those still open.
-func fdsLeaked(since before: Set<String>, timeout: Double = 2) -> Set<String> {
-    let deadline = Date().addingTimeInterval(timeout)
-    while true {
-        let extra = openFDSet().subtracting(before)
-        if extra.isEmpty || Date() > deadline { return extra }
-        usleep(20_000)
-    }
-}

@@ -1,0 +1,33 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Open fds as "number→target". Leak checks compare sets, not counts, so fds that other
+/// tests close meanwhile do not matter.
+public func openFDSet() -> Set<String> {
+    let dir = "/proc/self/fd"
+    // An fd that is gone by the time its link is read (the listing's own directory fd) is not open.
+    return Set(((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).compactMap { fd in
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + fd)).map { "\(fd)→" + $0 }
+    })
+}
+
+/// Waits until every fd opened since `before` is closed again; returns those still open.
+public func fdsLeaked(since before: Set<String>, timeout: Double = 2) -> Set<String> {
+    let deadline = Date().addingTimeInterval(timeout)
+    while true {
+        let extra = openFDSet().subtracting(before)
+        if extra.isEmpty || Date() > deadline { return extra }
+        usleep(20_000)
+    }
+}
+
+/// Resident set size in KiB (for leak checks); -1 if it cannot be read.
+public func residentKiB() -> Int {
+    // Read to EOF: procfs files report size 0, so size-based readers see nothing.
+    guard let handle = FileHandle(forReadingAtPath: "/proc/self/statm"), let data = try? handle.readToEnd() else { return -1 }
+    try? handle.close()
+    let parts = String(decoding: data, as: UTF8.self).split(separator: " ")
+    return parts.count > 1 ? (Int(parts[1]) ?? 0) * Int(getpagesize()) / 1024 : -1
+}
