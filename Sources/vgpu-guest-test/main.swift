@@ -611,7 +611,8 @@ func export(_ device: Device, _ report: Report, _ handshake: Handshake) {
     report.result("export.uuid", uuid ? "pass" : "unsupported",
                   uuid ? "RESOURCE_UUID negotiated: ASSIGN_UUID sent for resource \(info.res_handle)"
                        : "device has no RESOURCE_UUID (cross_device=\(pe == 0 ? String(crossDevice) : errnoName(pe)))")
-    _ = handshake
+    // The exported buffer stays alive while the host looks the resource up (vgpuctl show).
+    report.check("export.ack", handshake.ready("export"), "host looked up resource \(info.res_handle)")
 }
 
 func virtgpu(_ device: Device, _ report: Report, _ handshake: Handshake) {

@@ -56,6 +56,7 @@ struct GuestProgramTests {
         let verdict = run.verdict(scenario)
         print("guest \(scenario) on \(kernel) against \(run.backend): \(verdict), \(outcome.results.count) checks, screens \(outcome.screensChecked), boot run \(run.duration)")
         for note in outcome.notes { print("  note: \(note)") }
+        for check in outcome.hostChecks { print("  host: \(check.name) \(check.status): \(check.detail)") }
         // qemu/compare collects these lines into its table.
         if let path = ProcessInfo.processInfo.environment["VGPU_COMPARE_OUT"], !path.isEmpty,
            let handle = FileHandle(forWritingAtPath: path) ?? (FileManager.default.createFile(atPath: path, contents: nil) ? FileHandle(forWritingAtPath: path) : nil) {
@@ -449,5 +450,33 @@ enum GuestPattern {
             }
         }
         return "\(count) pixels differ within \(maxX - minX + 1)x\(maxY - minY + 1)+\(minX)+\(minY); first: \(first.joined(separator: ", "))"
+    }
+}
+
+/// The host's side of the comparisons, without a guest.
+@Suite("guest pattern pieces")
+struct GuestPatternTests {
+    @Test func barsMatchTheGuestArithmetic() {
+        let image = GuestPattern.bars(width: 1030, height: 3)  // 1030/8 is not whole: bar i spans i*W/8 ..< (i+1)*W/8
+        #expect(image[0, 0] == RGB(255, 255, 255))
+        #expect(image[127, 2] == RGB(255, 255, 255) && image[128, 2] == RGB(255, 255, 0))
+        #expect(image[1029, 1] == RGB(0x80, 0x80, 0x80))
+        let reversed = GuestPattern.bars(width: 1030, height: 3, reversed: true)
+        #expect(reversed[0, 0] == RGB(0x80, 0x80, 0x80) && reversed[1029, 0] == RGB(255, 255, 255))
+    }
+
+    @Test func partialExpectationsAndDifferences() throws {
+        let info = ["width": "64", "height": "32", "rect": "8,4,10,6", "color": "204080", "canary": "40,20,4,4"]
+        let full = try #require(GuestProgramRuns.expectedImage(tag: "partial-full", info: info))
+        let rect = try #require(GuestProgramRuns.expectedImage(tag: "partial-rect", info: info))
+        #expect(rect.differingPixels(from: full) == 60)
+        #expect(rect[8, 4] == RGB(0x20, 0x40, 0x80) && rect[18, 4] == full[18, 4])
+        #expect(GuestProgramRuns.acceptableImages(tag: "partial-rect", info: info, kernel: "6.1").count == 1)
+        let variants = GuestProgramRuns.acceptableImages(tag: "partial-rect", info: info, kernel: "6.12")
+        #expect(variants.count == 2 && variants[1].image.differingPixels(from: rect) == 16 && variants[1].note != nil)
+        let text = GuestPattern.describeDifference(rect, full)
+        #expect(text.hasPrefix("60 pixels differ within 10x6+8+4; first: (8,4) is #204080"), "\(text)")
+        #expect(GuestPattern.describeDifference(GuestPattern.bars(width: 8, height: 8), full).hasPrefix("size 8x8"))
+        #expect(GuestProgramRuns.expectedImage(tag: "multihead", head: 1, info: ["head1": "16x2"])?[0, 0] == RGB(0x80, 0x80, 0x80))
     }
 }
