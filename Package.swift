@@ -1,6 +1,7 @@
 // swift-tools-version: 6.0
 // vgpu: a virtio-gpu vhost-user device backend. Layers, bottom up:
 //   CShims -> VirtioCore -> VhostUser -> DisplayChannel -> VirtioGPU -> executables
+//   CShims -> HostBuffers (memfd, udmabuf, dma-heap, DRM dumb buffers) -> executables
 // VhostUserFrontend is the driver side (tests, benchmarks); QEMUHarness boots real guests.
 import PackageDescription
 
@@ -36,6 +37,11 @@ let package = Package(
             "CShims", "VirtioCore", "VhostUser",
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),
+        // Host buffers: memfd, udmabuf, dma-heap and DRM dumb buffers; the check-host probes.
+        .target(name: "HostBuffers", dependencies: [
+            "CShims",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: swiftSettings),
         // The vhost-user-gpu display socket to QEMU (docs/interop/vhost-user-gpu.rst).
         .target(name: "DisplayChannel", dependencies: [
             "CShims",
@@ -60,7 +66,7 @@ let package = Package(
         .target(name: "CGuestDRM"),
         .executableTarget(name: "vgpu-guest-test", dependencies: ["CGuestDRM"], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-backend", dependencies: [
-            "VhostUser", "VirtioGPU", "DisplayChannel", "ControlPlane",
+            "VhostUser", "VirtioGPU", "DisplayChannel", "ControlPlane", "HostBuffers",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
@@ -81,6 +87,7 @@ let package = Package(
         .testTarget(name: "EndToEndTests", dependencies: ["VGPUTestSupport",
             "VhostUserFrontend", "VhostUser", "VirtioGPU", "DisplayChannel", "VirtioCore", "CShims", "ControlPlane",
         ], swiftSettings: swiftSettings),
+        .testTarget(name: "HostBuffersTests", dependencies: ["HostBuffers", "VGPUTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "VirtioGPU"], swiftSettings: swiftSettings),
         // Slow: boots QEMU. Run on its own, serialized (scripts/test).
         .testTarget(name: "QEMUTests", dependencies: ["QEMUHarness"], swiftSettings: swiftSettings),

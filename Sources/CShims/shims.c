@@ -63,6 +63,12 @@ int vgpu_memfd_create(const char *name, unsigned int flags) { return memfd_creat
 
 int vgpu_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
 
+int vgpu_memfd_add_seals(int fd, int seals) { return fcntl(fd, F_ADD_SEALS, seals); }
+int vgpu_memfd_get_seals(int fd) { return fcntl(fd, F_GET_SEALS); }
+int vgpu_F_SEAL_SHRINK(void) { return F_SEAL_SHRINK; }
+int vgpu_F_SEAL_GROW(void) { return F_SEAL_GROW; }
+uint32_t vgpu_dmabuf_fd_flags(void) { return O_CLOEXEC | O_RDWR; }
+
 int vgpu_accept_cloexec(int listener) { return accept4(listener, NULL, NULL, SOCK_CLOEXEC); }
 
 void vgpu_set_thread_name(const char *name) {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ControlPlane
 import DisplayChannel
+import HostBuffers
 import Logging
 import Synchronization
 import SystemPackage
@@ -11,7 +12,8 @@ import Glibc
 #endif
 
 /// vgpu-backend: a virtio-gpu vhost-user backend. Takes the same options as QEMU's own
-/// `vhost-user-gpu`, so QEMU and libvirt can launch it in its place.
+/// `vhost-user-gpu` (they go to the default subcommand, `serve`), so QEMU and libvirt can
+/// launch it in its place; `check-host` is the host buffer diagnostic.
 @main
 struct VGPUBackend: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,21 +22,31 @@ struct VGPUBackend: ParsableCommand {
         discussion: """
             QEMU: -chardev socket,id=vgpu,path=SOCK -device vhost-user-gpu-pci,chardev=vgpu
             with guest RAM shared (-object memory-backend-memfd,id=mem,size=...,share=on -numa node,memdev=mem).
-            """)
+            The options (vgpu-backend --socket-path PATH ...) are those of 'serve', the default: see 'vgpu-backend help serve'.
+            """,
+        subcommands: [Serve.self, CheckHost.self],
+        defaultSubcommand: Serve.self)
+}
 
-    @Option(name: [.short, .customLong("socket-path")], help: "Listen on this UNIX socket path for QEMU.")
-    var socketPath: String?
+/// Serving vhost-user sockets: the default, with QEMU's vhost-user-gpu options.
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve virtio-gpu devices over vhost-user (the default: vgpu-backend --socket-path PATH ...).")
+
+    @Option(name: [.short, .customLong("socket-path")], help: "Listen on this UNIX socket path for QEMU. Repeatable: each path is one virtio-gpu device, all sharing one UUID registry.")
+    var socketPath: [String] = []
 
     @Option(name: [.short, .customLong("fd")], help: "Use this inherited, already connected socket fd (libvirt).")
     var fd: Int32?
 
-    @Flag(name: [.short, .customLong("print-capabilities")], help: "Print the vhost-user backend capabilities as JSON and exit.")
+    @Flag(name: [.customShort("c"), .customLong("print-capabilities")], help: "Print the vhost-user backend capabilities as JSON and exit.")
     var printCapabilities = false
 
-    @Flag(name: [.customLong("virgl")], help: "Enable virgl 3D rendering (not available in this build).")
+    @Flag(name: [.customShort("v"), .customLong("virgl")], help: "Enable virgl 3D rendering (not available in this build).")
     var virgl = false
 
-    @Option(name: [.customLong("render-node")], help: "DRM render node for 3D (used with --virgl).")
+    @Option(name: [.customShort("r"), .customLong("render-node")], help: "DRM render node for 3D (used with --virgl).")
     var renderNode: String?
 
     @Option(name: [.customLong("max-outputs")], help: "Scanouts the device offers (1-16). QEMU's max_outputs overrides what the guest sees.")
@@ -43,7 +55,8 @@ struct VGPUBackend: ParsableCommand {
     @Option(name: [.customLong("max-resource-memory")], help: "Host memory cap for all resources of one device, in MiB.")
     var maxResourceMemoryMiB: UInt64 = 1024
 
-    @Flag(name: [.short, .long], help: "Log debug messages.")
+    // Long only: QEMU's vhost-user-gpu uses -v for --virgl, and the short options match its.
+    @Flag(name: [.long], help: "Log debug messages.")
     var verbose = false
 
     @Flag(name: [.customLong("keep-running")], help: "With --socket-path: serve the next frontend after one disconnects, instead of exiting.")
@@ -58,10 +71,14 @@ struct VGPUBackend: ParsableCommand {
     func validate() throws {
         if controlSocket != nil && noControlSocket { throw ValidationError("--control-socket and --no-control-socket cannot be used together") }
         if printCapabilities { return }
-        switch (socketPath, fd) {
-        case (nil, nil): throw ValidationError("one of --socket-path or --fd is required")
-        case (.some, .some): throw ValidationError("--socket-path and --fd cannot be used together")
+        switch (socketPath.isEmpty, fd) {
+        case (true, nil): throw ValidationError("one of --socket-path or --fd is required")
+        case (false, .some): throw ValidationError("--socket-path and --fd cannot be used together")
         default: break
+        }
+        var seen = Set<String>()
+        for path in socketPath where !seen.insert(path).inserted {
+            throw ValidationError("--socket-path \(path) is given more than once")
         }
         if let fd, fd < 0 { throw ValidationError("--fd must be a non-negative file descriptor") }
         if virgl { throw ValidationError("--virgl: 3D rendering is not available in this build of vgpu-backend") }
@@ -77,6 +94,7 @@ struct VGPUBackend: ParsableCommand {
             return
         }
         signal(SIGPIPE, SIG_IGN)   // a closed display socket must be an error return, not a kill
+        unblockTerminationSignals() // before any thread starts: every thread inherits the mask
         raiseOpenFileLimit()       // every resource's host copy is a memfd
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -87,13 +105,12 @@ struct VGPUBackend: ParsableCommand {
         let registry = ResourceUUIDRegistry()
         let directory = DeviceDirectory()
         let nextDevice = Atomic<UInt32>(0)
-        let label = socketPath ?? "fd \(fd ?? -1)"
 
         var config = GPUDeviceConfig()
         config.numScanouts = maxOutputs
         config.maxTotalBytes = maxResourceMemoryMiB << 20
         let deviceConfig = config
-        let makeDevice: @Sendable () -> any VhostUserDevice = {
+        let makeDevice: @Sendable (String) -> any VhostUserDevice = { label in
             let id = GPUDeviceID(nextDevice.add(1, ordering: .relaxed).newValue)
             var deviceLogger = logger
             deviceLogger[metadataKey: "device"] = "\(id)"
@@ -107,22 +124,32 @@ struct VGPUBackend: ParsableCommand {
         if let fd {
             guard fcntl(fd, F_GETFD) >= 0 else { throw ValidationError("--fd \(fd): not an open file descriptor") }
             logger.info("serving vhost-user on fd \(fd)")
-            VhostUserConnection(socket: OwnedFileDescriptor(fd), device: makeDevice(), logger: logger).run()
+            VhostUserConnection(socket: OwnedFileDescriptor(fd), device: makeDevice("fd \(fd)"), logger: logger).run()
             return
         }
-        let path = socketPath!
-        let listener: OwnedFileDescriptor
-        do { listener = try UnixSocket.listen(path: path) } catch {
-            throw ValidationError("cannot listen on \(path): \(error)")
+        // Every socket is bound before any is served, so a bad path fails the start-up.
+        let paths = socketPath
+        var servers: [VhostUserServer] = []
+        for path in paths {
+            let listener: OwnedFileDescriptor
+            do { listener = try UnixSocket.listen(path: path) } catch {
+                for bound in paths.prefix(servers.count) { unlink(bound) }
+                throw ValidationError("cannot listen on \(path): \(error)")
+            }
+            logger.info("listening on \(path)")
+            var socketLogger = logger
+            if paths.count > 1 { socketLogger[metadataKey: "socket"] = "\(path)" }
+            servers.append(VhostUserServer(listener: listener, logger: socketLogger, makeDevice: { makeDevice(path) }))
         }
-        logger.info("listening on \(path)")
+        // One listener thread per socket. Without --keep-running each socket serves one
+        // frontend and the process exits once all of them have disconnected.
         let keep = keepRunning
-        try VhostUserServer(listener: listener, logger: logger, makeDevice: makeDevice).serve(shouldContinue: { keep })
-        unlink(path)
+        let errors = VhostUserServer.serveAll(servers, shouldContinue: { keep }, finished: { unlink(paths[$0]) })
+        if let failure = errors.compactMap({ $0 }).first { throw failure }
     }
 }
 
-extension VGPUBackend {
+extension Serve {
     /// The control socket for vgpuctl. An explicit path that cannot be bound is an error; the
     /// default one only warns (the backend is still useful without it).
     func startControlSocket(directory: DeviceDirectory, logger: Logger) throws -> ControlServer? {
@@ -159,6 +186,16 @@ private func removeOnTermination(_ path: String) {
     signal(SIGINT, handler)
 }
 
+/// Unblocks SIGTERM and SIGINT, which a parent may leave blocked in the mask it hands down
+/// (a multithreaded launcher's spawn does): the backend must die of them, unlinking its sockets.
+func unblockTerminationSignals() {
+    var set = sigset_t()
+    sigemptyset(&set)
+    sigaddset(&set, SIGTERM)
+    sigaddset(&set, SIGINT)
+    pthread_sigmask(SIG_UNBLOCK, &set, nil)
+}
+
 /// Raises the soft RLIMIT_NOFILE to the hard limit: each resource holds a memfd, and the
 /// default soft limit (1024) is below the resource cap.
 func raiseOpenFileLimit() {
@@ -169,3 +206,22 @@ func raiseOpenFileLimit() {
 }
 
 private let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+
+/// `vgpu-backend check-host`: tries every host buffer kind for real and says which this host has.
+struct CheckHost: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-host",
+        abstract: "Try each host buffer kind (udmabuf, dma-heap, DRM dumb, memfd) and print what this host supports.",
+        discussion: "Exits 0 when at least memfd works (the backend needs nothing more), 1 otherwise.")
+
+    @Flag(name: .long, help: "Print JSON instead of a table.")
+    var json = false
+
+    func run() throws {
+        let results = HostBufferProbe.probeAll()
+        print(json ? HostBufferReport.json(results) : HostBufferReport.table(results), terminator: "")
+        let memfdWorks = results.contains { if $0.kind == .memfd, case .available = $0.status { true } else { false } }
+        if !memfdWorks { throw ExitCode(1) }
+    }
+}
+

@@ -8,9 +8,8 @@ import VhostUserFrontend
 @Suite(.serialized) struct BackendBinaryTests {
     static let binary: String = {
         if let env = ProcessInfo.processInfo.environment["VGPU_BACKEND_UNDER_TEST"] { return env }
-        // Tests/EndToEndTests/BackendBinaryTests.swift → package root → .build/debug
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        return root.appendingPathComponent(".build/debug/vgpu-backend").path
+        // Built with the tests, next to the test binary (whatever the scratch path).
+        return VgpuctlBinaryTests.binDir + "/vgpu-backend"
     }()
 
     func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
@@ -27,8 +26,9 @@ import VhostUserFrontend
                 String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
     }
 
-    @Test func printsCapabilitiesJSON() throws {
-        let r = try run(["--print-capabilities"])
+    @Test(arguments: ["--print-capabilities", "-c"])   // -c: QEMU's vhost-user-gpu short name
+    func printsCapabilitiesJSON(flag: String) throws {
+        let r = try run([flag])
         #expect(r.status == 0)
         let json = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
         #expect(json["type"] as? String == "gpu")
@@ -37,7 +37,7 @@ import VhostUserFrontend
 
     @Test(arguments: [
         [], ["--socket-path", "/tmp/x", "--fd", "3"], ["--fd", "-2"], ["--max-outputs", "0"], ["--max-outputs", "17"],
-        ["--virgl", "--socket-path", "/tmp/x"], ["--bogus"], ["--fd", "987"],
+        ["--virgl", "--socket-path", "/tmp/x"], ["-v", "-s", "/tmp/x"], ["-r", "/dev/dri/renderD128", "-s", "/tmp/x"], ["--bogus"], ["--fd", "987"],
         ["--socket-path", "/nonexistent-dir/sock"],
     ])
     func badArgumentsGiveOneLineAndNonZeroExit(args: [String]) throws {

@@ -46,4 +46,35 @@ void vgpu_set_thread_name(const char *name);
 /// the layout QEMU's display surfaces use. Returns 0, or -1 for an unknown format.
 int vgpu_convert_to_xrgb8888(uint32_t format, void *dst, const void *src, size_t count);
 
+// MARK: host buffers (HostBuffers): kernel uapi from linux-libc-dev and libdrm-dev, as they are
+
+#include <linux/udmabuf.h>
+#include <linux/dma-buf.h>
+#include <linux/dma-heap.h>
+#include <libdrm/drm.h>
+#include <libdrm/drm_mode.h>
+
+// Swift cannot import function-like macros (_IOW and friends): the request numbers and the
+// flag macros built from them, re-exported. Struct layouts come from the headers above.
+static inline unsigned long vgpu_UDMABUF_CREATE(void) { return UDMABUF_CREATE; }
+static inline unsigned long vgpu_DMA_BUF_IOCTL_SYNC(void) { return DMA_BUF_IOCTL_SYNC; }
+static inline unsigned long vgpu_DMA_BUF_SET_NAME(void) { return DMA_BUF_SET_NAME; }
+static inline unsigned long vgpu_DMA_HEAP_IOCTL_ALLOC(void) { return DMA_HEAP_IOCTL_ALLOC; }
+static inline unsigned long vgpu_DRM_IOCTL_MODE_CREATE_DUMB(void) { return DRM_IOCTL_MODE_CREATE_DUMB; }
+static inline unsigned long vgpu_DRM_IOCTL_MODE_DESTROY_DUMB(void) { return DRM_IOCTL_MODE_DESTROY_DUMB; }
+static inline unsigned long vgpu_DRM_IOCTL_PRIME_HANDLE_TO_FD(void) { return DRM_IOCTL_PRIME_HANDLE_TO_FD; }
+static inline uint64_t vgpu_DMA_BUF_SYNC_START_READ(void) { return DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ; }
+static inline uint64_t vgpu_DMA_BUF_SYNC_END_READ(void) { return DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ; }
+static inline uint64_t vgpu_DMA_BUF_SYNC_START_RW(void) { return DMA_BUF_SYNC_START | DMA_BUF_SYNC_RW; }
+static inline uint64_t vgpu_DMA_BUF_SYNC_END_RW(void) { return DMA_BUF_SYNC_END | DMA_BUF_SYNC_RW; }
+
+/// fcntl(2) memfd seals (glibc hides them from Swift without _GNU_SOURCE): F_ADD_SEALS with
+/// `seals`, F_GET_SEALS, and the seal bits.
+int vgpu_memfd_add_seals(int fd, int seals);
+int vgpu_memfd_get_seals(int fd);
+int vgpu_F_SEAL_SHRINK(void);
+int vgpu_F_SEAL_GROW(void);
+/// O_CLOEXEC | O_RDWR for DRM_IOCTL_PRIME_HANDLE_TO_FD and DMA_HEAP_IOCTL_ALLOC's fd_flags.
+uint32_t vgpu_dmabuf_fd_flags(void);
+
 #endif

@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 import SystemPackage
 
 /// Accepts vhost-user frontends on a listening socket, one at a time (vhost-user is one
@@ -21,5 +22,23 @@ public final class VhostUserServer: Sendable {
             logger.info("frontend connected")
             VhostUserConnection(socket: socket, device: makeDevice(), logger: logger).run()
         } while shouldContinue()
+    }
+
+    /// Serves several listening sockets at once (several devices in one process), one thread
+    /// each, and returns when every one's `serve` has returned; `finished(i)` runs on that
+    /// socket's thread as soon as its own serving ends. Returns each socket's error, if any.
+    public static func serveAll(_ servers: [VhostUserServer], shouldContinue: @escaping @Sendable () -> Bool = { true },
+                                finished: @escaping @Sendable (Int) -> Void = { _ in }) -> [Errno?] {
+        let errors = Mutex<[Errno?]>(Array(repeating: nil, count: servers.count))
+        runOnThreadsAndJoin(name: "vu-listen", count: servers.count) { i in
+            do throws(Errno) {
+                try servers[i].serve(shouldContinue: shouldContinue)
+            } catch {
+                servers[i].logger.error("listener stopped: \(error)")
+                errors.withLock { $0[i] = error }
+            }
+            finished(i)
+        }
+        return errors.withLock { $0 }
     }
 }

@@ -85,3 +85,24 @@ public func startThread(name: String, _ body: @escaping @Sendable () -> Void) {
     precondition(rc == 0, "pthread_create failed: \(rc)")   // resource exhaustion, not guest input
     pthread_detach(thread)
 }
+
+/// Runs `body(0..<count)` each on its own OS thread, named `name-i`, and returns when every one
+/// has returned (the backend's listener threads, one per socket path).
+public func runOnThreadsAndJoin(name: String, count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    final class Box: @unchecked Sendable { let run: @Sendable () -> Void; let name: String
+        init(_ r: @escaping @Sendable () -> Void, _ n: String) { run = r; name = n } }
+    var threads: [pthread_t] = []
+    for i in 0..<count {
+        let box = Unmanaged.passRetained(Box({ body(i) }, "\(name)-\(i)")).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { arg in
+            let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
+            vgpu_set_thread_name(box.name)
+            box.run()
+            return nil
+        }, box)
+        precondition(rc == 0, "pthread_create failed: \(rc)")
+        threads.append(thread)
+    }
+    for thread in threads { pthread_join(thread, nil) }
+}
