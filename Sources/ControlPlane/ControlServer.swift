@@ -284,11 +284,8 @@ struct ControlHandler {
                 guard let storage = entry.processor.hostStorage(of: info.id) else {
                     throw ControlError(.notFound, "\(entry.id)/\(info.id) has no host buffer (unreferenced meanwhile?)")
                 }
-                // Size is fixed for the buffer's life: seal it so a consumer's mapping cannot SIGBUS.
-                _ = fcntl(storage.fd, 1033 /* F_ADD_SEALS */, Int32(2 | 4) /* F_SEAL_SHRINK | F_SEAL_GROW */)
-                // A new read-only open of the memfd: the receiver cannot write the backend's copy.
-                let raw = open("/proc/self/fd/\(storage.fd)", O_RDONLY | O_CLOEXEC)
-                guard raw >= 0 else { throw ControlError(.internalError, "cannot reopen the host buffer read-only: errno \(errno)") }
+                let raw: Int32
+                do { raw = try storage.openReadOnlyExport() } catch { throw ControlError(.internalError, "\(error)") }
                 let fd = OwnedFileDescriptor(raw)
                 let layout = BufferLayout(uuid: info.uuid?.description, device: entry.id.raw, resource: info.id.raw, handleType: "memfd",
                                           format: info.format.description, fourcc: DRMFourCC.name(for: info.format),

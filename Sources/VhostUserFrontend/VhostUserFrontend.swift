@@ -130,6 +130,25 @@ public final class VhostUserFrontend {
     /// VHOST_USER_GPU_SET_SOCKET: hands the backend its display channel.
     @discardableResult public func gpuSetSocket(_ fd: Int32) throws -> Bool { try request(.gpuSetSocket, fds: [fd]) }
 
+    // MARK: shared objects (QEMU >= 8.2)
+
+    /// SET_BACKEND_REQ_FD: hands the backend one end of its backend channel (the caller keeps
+    /// the other end, reads the backend's requests there and acks them).
+    @discardableResult public func setBackendReqFD(_ fd: Int32) throws -> Bool { try request(.setBackendReqFD, fds: [fd]) }
+
+    /// GET_SHARED_OBJECT for a 16-byte UUID: the reply's payload and the fd it carried (nil: the
+    /// backend does not know the UUID; QEMU takes a reply without an fd as failure).
+    public func getSharedObject(uuid: [UInt8]) throws -> (payload: [UInt8], fd: OwnedFileDescriptor?) {
+        let code = VhostUserRequest.getSharedObject.rawValue
+        try send(code, payload: uuid)
+        guard let m = try VhostUserMessage.read(from: socket.rawValue) else { throw FrontendError.disconnected }
+        guard m.header.request == code else { throw FrontendError.badReply("reply to \(m.header.request), expected \(code)") }
+        guard m.header.flags == VhostUserHeaderFlags.version | VhostUserHeaderFlags.reply
+        else { throw FrontendError.badReply("flags 0x\(String(m.header.flags, radix: 16))") }
+        guard m.fds.count <= 1 else { throw FrontendError.badReply("\(m.fds.count) fds") }
+        return (m.payload, m.fds.first)
+    }
+
     // MARK: the QEMU start sequence
 
     /// Does what QEMU does at DRIVER_OK: features, memory table, then every queue.

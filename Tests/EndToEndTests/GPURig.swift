@@ -26,14 +26,14 @@ final class GPURig {
 
     init(registry: ResourceUUIDRegistry = ResourceUUIDRegistry(), deviceID: UInt32 = 1, config: GPUDeviceConfig = GPUDeviceConfig(numScanouts: 16),
          peerConfig: DisplayChannelPeer.Configuration = DisplayChannelPeer.Configuration(), ramSize: UInt64 = 64 << 20,
-         connectDisplay: Bool = true, directory: DeviceDirectory? = nil) throws {
+         connectDisplay: Bool = true, directory: DeviceDirectory? = nil, backendAckTimeout: Double = 1.0) throws {
         self.registry = registry
         let logger = Self.logger()
         let processor = GPUCommandProcessor(config: config, display: NullDisplay(), uuids: registry, deviceID: GPUDeviceID(deviceID),
                                             events: directory?.events, logger: logger)
         device = GPUVhostUserDevice(processor: processor, logger: logger, directory: directory, label: "rig \(deviceID)")
         let (a, b) = try UnixSocket.pair()
-        let connection = VhostUserConnection(socket: b, device: device, logger: logger)
+        let connection = VhostUserConnection(socket: b, device: device, logger: logger, backendAckTimeout: backendAckTimeout)
         let done = self.done
         startThread(name: "e2e-conn") { connection.run(); done.signal() }
         let frontend = VhostUserFrontend(socket: a)

@@ -22,6 +22,8 @@ public final class VhostUserConnection: Sendable {
     private let log: RateLimitedLogger<String>
     private let memory = GuestMemoryPublisher()
     private let state: Mutex<State>
+    /// Seconds a backend-channel send waits for the frontend's ack.
+    private let backendAckTimeout: Double
 
     struct Vring {
         var size: UInt16 = 0
@@ -38,17 +40,23 @@ public final class VhostUserConnection: Sendable {
         var ackedProtocol: VhostUserProtocolFeatures = []
         var regions: [GuestMemoryRegion] = []
         var vrings: [Vring]
+        var backendChannel: BackendRequestChannel?
     }
 
-    public init(socket: OwnedFileDescriptor, device: any VhostUserDevice, logger: Logger) {
+    public init(socket: OwnedFileDescriptor, device: any VhostUserDevice, logger: Logger, backendAckTimeout: Double = 1.0) {
         self.socket = socket
+        self.backendAckTimeout = backendAckTimeout
         self.device = device
         self.log = RateLimitedLogger(logger: logger)
         self.state = Mutex(State(vrings: Array(repeating: Vring(), count: device.queueCount)))
     }
 
     public var offeredFeatures: UInt64 { Self.transportFeatures | device.deviceFeatures }
-    public var offeredProtocolFeatures: VhostUserProtocolFeatures { Self.serverProtocolFeatures.union(device.protocolFeatures) }
+    public var offeredProtocolFeatures: VhostUserProtocolFeatures {
+        var f = Self.serverProtocolFeatures.union(device.protocolFeatures)
+        if f.contains(.sharedObject) { f.insert(.backendReq) }
+        return f
+    }
 
     /// Serves messages until the frontend disconnects, then releases everything the connection
     /// held: workers stopped, guest memory unmapped, every fd closed.
@@ -81,9 +89,19 @@ public final class VhostUserConnection: Sendable {
 
     private func teardown() {
         stopAllWorkers()
-        state.withLock { $0 = State(vrings: Array(repeating: Vring(), count: device.queueCount)) }
+        // The backend channel outlives this reset: the device may still send REMOVEs on it.
+        state.withLock { s in
+            let channel = s.backendChannel
+            s = State(vrings: Array(repeating: Vring(), count: device.queueCount))
+            s.backendChannel = channel
+        }
         memory.publish(GuestMemory.empty)
         device.disconnected()
+        device.backendChannelChanged(nil)
+        state.withLock { s in
+            s.backendChannel?.close()
+            s.backendChannel = nil
+        }
     }
 
     // MARK: dispatch
@@ -96,6 +114,10 @@ public final class VhostUserConnection: Sendable {
             return
         }
         log.logger.debug("\(request.name) (\(message.payload.count) bytes, \(message.fds.count) fds)")
+        if request == .getSharedObject {
+            try getSharedObject(message)
+            return
+        }
         do {
             if let reply = try handle(request, message) {
                 try send(request, reply)
@@ -115,6 +137,50 @@ public final class VhostUserConnection: Sendable {
             log.logger.error("\(request.name): \(error)")
             try ack(message, ok: false)
         }
+    }
+
+    /// GET_SHARED_OBJECT: the reply echoes the UUID, with the object's fd attached when the device
+    /// knows it and no fd otherwise (libvhost-user's behaviour; QEMU takes "no fd" as failure).
+    private func getSharedObject(_ m: VhostUserMessage) throws(Errno) {
+        let negotiated = state.withLock { $0.ackedProtocol.contains(.sharedObject) }
+        var fd: OwnedFileDescriptor?
+        if !negotiated {
+            log.log(.warning, key: "vu-get-shared", "GET_SHARED_OBJECT without SHARED_OBJECT negotiated")
+        } else if m.payload.count != SharedObjectPayload.size || !m.fds.isEmpty {
+            log.log(.warning, key: "vu-get-shared", "GET_SHARED_OBJECT: \(m.payload.count) bytes, \(m.fds.count) fds; expected 16, 0")
+        } else {
+            fd = device.sharedObject(uuid: m.payload)
+        }
+        var echo = m.payload
+        if echo.count != SharedObjectPayload.size { echo = [UInt8](repeating: 0, count: SharedObjectPayload.size) }
+        try VhostUserMessage.write(to: socket.rawValue, request: VhostUserRequest.getSharedObject.rawValue,
+                                   flags: VhostUserHeaderFlags.version | VhostUserHeaderFlags.reply, payload: echo,
+                                   fds: fd.map { [$0.rawValue] } ?? [])
+        _ = fd   // closed here, after the send
+    }
+
+    private func setBackendReqFD(_ m: VhostUserMessage) throws(VhostUserMessageError) {
+        let name = VhostUserRequest.setBackendReqFD.name
+        let acked = state.withLock { $0.ackedProtocol }
+        guard acked.contains(.backendReq) else { throw .unsupported(request: "\(name) without BACKEND_REQ negotiated") }
+        guard m.payload.count == 0 || m.payload.count == 8 else { throw .badSize(request: name, got: m.payload.count, expected: "0 or 8") }
+        guard m.fds.count == 1 else { throw .badFDCount(request: name, got: m.fds.count, expected: 1) }
+        // Our own dup: the message's fd object closes its copy when the message is dropped.
+        let raw = dup(m.fds[0].rawValue)
+        guard raw >= 0 else { throw .failed(request: name, "dup: errno \(errno)") }
+        let channel: BackendRequestChannel
+        do {
+            channel = try BackendRequestChannel(socket: OwnedFileDescriptor(raw), replyAck: acked.contains(.replyAck), ackTimeout: backendAckTimeout)
+        } catch {
+            throw .failed(request: name, "\(error)")
+        }
+        let old = state.withLock { s -> BackendRequestChannel? in
+            let old = s.backendChannel
+            s.backendChannel = channel
+            return old
+        }
+        old?.close()
+        device.backendChannelChanged(channel)
     }
 
     private func send(_ request: VhostUserRequest, _ payload: [UInt8]) throws(Errno) {
@@ -156,6 +222,9 @@ public final class VhostUserConnection: Sendable {
             try expect(size: 8)
             let wanted = VhostUserProtocolFeatures(rawValue: p.u64(0))
             state.withLock { $0.ackedProtocol = wanted.intersection(offeredProtocolFeatures) }
+            return nil
+        case .setBackendReqFD:
+            try setBackendReqFD(m)
             return nil
         case .setOwner, .resetOwner:
             try expect(size: 0)

@@ -42,6 +42,12 @@ public protocol VhostUserDevice: AnyObject, Sendable {
     func reset()
     /// The frontend went away: release everything this connection owned.
     func disconnected()
+    /// SET_BACKEND_REQ_FD gave a new backend channel (nil: the connection is going away). Called
+    /// on the connection thread; the device may keep the channel and send on it from its workers.
+    func backendChannelChanged(_ channel: BackendRequestChannel?)
+    /// GET_SHARED_OBJECT: an fd for the object `uuid` (16 bytes) this device exported, sent to the
+    /// frontend by SCM_RIGHTS and closed afterwards. nil: unknown (the reply carries no fd).
+    func sharedObject(uuid: [UInt8]) -> OwnedFileDescriptor?
 }
 
 extension VhostUserDevice {
@@ -56,4 +62,6 @@ extension VhostUserDevice {
     public func didStopQueues() {}
     public func reset() {}
     public func disconnected() {}
+    public func backendChannelChanged(_ channel: BackendRequestChannel?) {}
+    public func sharedObject(uuid: [UInt8]) -> OwnedFileDescriptor? { nil }
 }

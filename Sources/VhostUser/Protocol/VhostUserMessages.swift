@@ -29,6 +29,28 @@ extension String {
     }
 }
 
+/// Back-end → front-end requests on the backend channel (SET_BACKEND_REQ_FD). Raw values are the spec's.
+public enum VhostUserBackendRequest: UInt32, Sendable, CaseIterable {
+    case iotlbMsg = 1, configChangeMsg = 2, vringHostNotifierMsg = 3
+    /// QEMU >= 8.2, protocol feature SHARED_OBJECT: payload `VhostUserShared` (16-byte UUID).
+    case sharedObjectAdd = 6, sharedObjectRemove = 7, sharedObjectLookup = 8
+
+    public var name: String { "VHOST_USER_BACKEND_" + String(describing: self).snakeUpper }
+}
+
+/// VhostUserShared: `{unsigned char uuid[16]}`, the payload of BACKEND_SHARED_OBJECT_ADD/REMOVE/
+/// LOOKUP and of GET_SHARED_OBJECT (whose reply, in libvhost-user, echoes it with the fd attached
+/// on success and no fd otherwise).
+public struct SharedObjectPayload: Equatable, Sendable {
+    public static let size = 16
+    public var uuid: [UInt8]
+    public init?(uuid: [UInt8]) {
+        guard uuid.count == Self.size else { return nil }
+        self.uuid = uuid
+    }
+    public var bytes: [UInt8] { uuid }
+}
+
 /// Header flags (version in bits 0-1).
 public enum VhostUserHeaderFlags {
     public static let version: UInt32 = 0x1

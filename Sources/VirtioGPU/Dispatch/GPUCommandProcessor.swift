@@ -65,6 +65,9 @@ public final class GPUCommandProcessor: Sendable {
     private let cursorImage = Mutex(CursorImage())
     /// Lifecycle events (create, UUID assignment, unref) for the control socket; nil: none.
     public let events: ResourceEventHub?
+    /// Told when a UUID is first assigned and when a resource holding one is unreferenced (the
+    /// vhost-user shared-object publisher). Called on the control-queue worker; never per frame.
+    private let uuidObserver = Mutex<(@Sendable (UUIDChange) -> Void)?>(nil)
     /// Creation times (wall clock) by resource: touched on create, unref, reset and snapshots only.
     private let createdAt = Mutex<[ResourceID: Double]>([:])
 
@@ -88,6 +91,17 @@ public final class GPUCommandProcessor: Sendable {
         self.guestErrors = GuestErrorLog(logger: logger, perSecond: c.guestErrorLogsPerSecond)
         self.displayBox = Mutex(display)
         self.scanouts = Mutex(ScanoutTable(count: Int(c.numScanouts)))
+    }
+
+    /// A UUID's life as the UUID observer sees it.
+    public enum UUIDChange: Equatable, Sendable {
+        case assigned(ResourceID, ResourceUUID)
+        case unreferenced(ResourceID, ResourceUUID)
+    }
+
+    /// Sets (nil: clears) the UUID observer. Reset drops UUIDs without telling it.
+    public func setUUIDObserver(_ observer: (@Sendable (UUIDChange) -> Void)?) {
+        uuidObserver.withLock { $0 = observer }
     }
 
     /// `virtio_gpu_config.num_scanouts`.
@@ -173,7 +187,10 @@ public final class GPUCommandProcessor: Sendable {
             guard renderer.geometry(of: id) != nil else { throw .invalidResourceID("\(id) does not exist") }
             let had = uuids.uuid(device: deviceID, resource: id)
             let uuid = uuids.assign(device: deviceID, resource: id)
-            if had == nil { events?.publish(ResourceEvent(kind: .uuidAssigned, device: deviceID, resource: id, uuid: uuid)) }
+            if had == nil {
+                events?.publish(ResourceEvent(kind: .uuidAssigned, device: deviceID, resource: id, uuid: uuid))
+                uuidObserver.withLock { $0 }?(.assigned(id, uuid))
+            }
             return .okResourceUUID(uuid)
         case .updateCursor, .moveCursor:
             // QEMU: cursor commands on the control queue fall to the default case, ERR_UNSPEC.
@@ -258,6 +275,7 @@ public final class GPUCommandProcessor: Sendable {
         let uuid = uuids.unregister(device: deviceID, resource: id)
         createdAt.withLock { _ = $0.removeValue(forKey: id) }
         events?.publish(ResourceEvent(kind: .unreferenced, device: deviceID, resource: id, uuid: uuid))
+        if let uuid { uuidObserver.withLock { $0 }?(.unreferenced(id, uuid)) }
     }
 
     /// SET_SCANOUT (spec 5.7.6.8): resource 0 disables the head; otherwise the rectangle must be

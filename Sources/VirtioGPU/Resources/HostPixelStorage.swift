@@ -11,6 +11,7 @@ public enum HostStorageError: Error, Equatable, Sendable, CustomStringConvertibl
     case truncate(errno: Int32)
     case map(errno: Int32)
     case invalidLength(Int)
+    case reopen(errno: Int32)
 
     public var description: String {
         switch self {
@@ -18,6 +19,7 @@ public enum HostStorageError: Error, Equatable, Sendable, CustomStringConvertibl
         case let .truncate(e): "ftruncate failed: errno \(e)"
         case let .map(e): "mmap failed: errno \(e)"
         case let .invalidLength(n): "invalid host buffer length \(n)"
+        case let .reopen(e): "cannot reopen the host buffer read-only: errno \(e)"
         }
     }
 }
@@ -56,6 +58,16 @@ public final class HostPixelStorage: @unchecked Sendable {
         self.fd = fd
         self.base = p
         self.length = length
+    }
+
+    /// An fd to hand out (vgpuctl export, vhost-user GET_SHARED_OBJECT): the memfd sealed against
+    /// resizing (its size is fixed for its life, so a consumer's mapping cannot SIGBUS) and opened
+    /// anew read-only, so the receiver cannot write the backend's copy. The caller owns the fd.
+    public func openReadOnlyExport() throws(HostStorageError) -> Int32 {
+        _ = fcntl(fd, 1033 /* F_ADD_SEALS */, Int32(2 | 4) /* F_SEAL_SHRINK | F_SEAL_GROW */)
+        let raw = open("/proc/self/fd/\(fd)", O_RDONLY | O_CLOEXEC)
+        guard raw >= 0 else { throw .reopen(errno: errno) }
+        return raw
     }
 
     deinit {

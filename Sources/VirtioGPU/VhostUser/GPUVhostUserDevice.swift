@@ -24,7 +24,12 @@ public final class GPUVhostUserDevice: VhostUserDevice {
     public let queueCount = 2
     public let maxQueueSize: UInt16 = 1024
     public var deviceFeatures: UInt64 { (1 << UInt64(VIRTIO_GPU_F_EDID)) | (1 << UInt64(VIRTIO_GPU_F_RESOURCE_UUID)) }
-    public var protocolFeatures: VhostUserProtocolFeatures { [.config] }
+    /// CONFIG, and SHARED_OBJECT (QEMU >= 8.2): UUIDs are published on the backend channel.
+    public var protocolFeatures: VhostUserProtocolFeatures { [.config, .sharedObject] }
+
+    /// The backend channel, when the frontend gave one, and the UUIDs published on it (removed
+    /// again on unref, reset and disconnect).
+    private let sharedObjects = Mutex<(channel: BackendRequestChannel?, published: Set<ResourceUUID>)>((nil, []))
 
     private let directory: DeviceDirectory?
 
@@ -35,6 +40,54 @@ public final class GPUVhostUserDevice: VhostUserDevice {
         self.logger = logger
         self.directory = directory
         directory?.register(processor, label: label)
+        // Weak: the processor outlives nothing of ours, but must not keep the device alive.
+        processor.setUUIDObserver { [weak self] change in self?.uuidChanged(change) }
+    }
+
+    // MARK: shared objects (vhost-user SHARED_OBJECT)
+
+    public func backendChannelChanged(_ channel: BackendRequestChannel?) {
+        sharedObjects.withLock { $0.channel = channel }
+    }
+
+    /// On the control-queue worker: ADD on first assignment, REMOVE on unref, each waiting a
+    /// bounded time for the frontend's ack.
+    private func uuidChanged(_ change: GPUCommandProcessor.UUIDChange) {
+        let (request, uuid): (VhostUserBackendRequest, ResourceUUID)
+        switch change {
+        case let .assigned(_, u): (request, uuid) = (.sharedObjectAdd, u)
+        case let .unreferenced(_, u): (request, uuid) = (.sharedObjectRemove, u)
+        }
+        let channel = sharedObjects.withLock { s -> BackendRequestChannel? in
+            guard s.channel != nil else { return nil }
+            if request == .sharedObjectAdd { s.published.insert(uuid) } else if s.published.remove(uuid) == nil { return nil }
+            return s.channel
+        }
+        guard let channel else { return }
+        let outcome = channel.send(request, payload: uuid.bytes, waitForAck: true)
+        if outcome != .ok { logger.warning("\(request.name) \(uuid): \(outcome)") }
+    }
+
+    /// Reset and disconnect: REMOVE for every UUID published, without waiting for acks (this
+    /// runs on the connection thread, where QEMU may be waiting for our reply).
+    private func withdrawAll() {
+        let (channel, published) = sharedObjects.withLock { s in
+            defer { s.published.removeAll() }
+            return (s.channel, s.published)
+        }
+        guard let channel else { return }
+        for uuid in published { channel.send(.sharedObjectRemove, payload: uuid.bytes, waitForAck: false) }
+    }
+
+    /// GET_SHARED_OBJECT: a read-only reopen of the resource's host buffer, for UUIDs of this device.
+    public func sharedObject(uuid bytes: [UInt8]) -> OwnedFileDescriptor? {
+        guard let uuid = ResourceUUID(bytes: bytes), let owner = processor.uuids.lookup(uuid), owner.device == processor.deviceID,
+              let storage = processor.hostStorage(of: owner.resource)
+        else { return nil }
+        do { return OwnedFileDescriptor(try storage.openReadOnlyExport()) } catch {
+            logger.warning("GET_SHARED_OBJECT \(uuid): \(error)")
+            return nil
+        }
     }
 
     // MARK: config space (struct virtio_gpu_config: events_read, events_clear, num_scanouts, num_capsets)
@@ -94,15 +147,20 @@ public final class GPUVhostUserDevice: VhostUserDevice {
         return .done
     }
 
-    public func willStopQueues() { display.withLock { $0 }?.interrupt() }
+    public func willStopQueues() {
+        display.withLock { $0 }?.interrupt()
+        sharedObjects.withLock { $0.channel }?.interrupt()
+    }
     public func didStopQueues() { display.withLock { $0 }?.resume() }
 
     public func reset() {
         processor.reset()
+        withdrawAll()
     }
 
     public func disconnected() {
         processor.reset()
+        withdrawAll()
         directory?.unregister(processor.deviceID)
         processor.setDisplay(NullDisplay())
         display.withLock { d in d?.close(); d = nil }

@@ -1,0 +1,102 @@
+import Synchronization
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The backend channel (SET_BACKEND_REQ_FD): a socket on which the backend sends requests to the
+/// frontend (BACKEND_SHARED_OBJECT_ADD, ...). Sends are serialized; with REPLY_ACK negotiated a
+/// send may wait for the frontend's u64 ack, but only for a bounded time and interruptibly.
+///
+/// QEMU reads this socket from its main loop, which does not run while QEMU waits for a reply on
+/// the vhost-user socket: never wait for an ack on the connection thread (`waitForAck: false`).
+/// After a wait times out or is interrupted the channel is out of step (a late ack would be taken
+/// for the next one), so it is marked broken and later sends are dropped.
+public final class BackendRequestChannel: Sendable {
+    public enum Outcome: Equatable, Sendable {
+        /// Sent; acked with 0 (or no ack was asked for).
+        case ok
+        /// The frontend acked with this non-zero status.
+        case refused(UInt64)
+        /// No ack within the time limit or the wait was interrupted: the channel is now broken.
+        case noAck
+        /// Not sent: the channel is closed, broken or the write failed.
+        case notSent
+    }
+
+    private let socket: OwnedFileDescriptor
+    private let wake: OwnedFileDescriptor
+    /// Whether REPLY_ACK was negotiated (acks can be asked for).
+    public let replyAck: Bool
+    public let ackTimeout: Double
+    /// Serializes sends (and the ack read that belongs to each).
+    private let sendLock = Mutex<Void>(())
+    private let broken = Atomic<Bool>(false)
+
+    public init(socket: OwnedFileDescriptor, replyAck: Bool, ackTimeout: Double = 1.0) throws(Errno) {
+        self.socket = socket
+        self.replyAck = replyAck
+        self.ackTimeout = ackTimeout
+        self.wake = try EventFD.make()
+    }
+
+    public var isBroken: Bool { broken.load(ordering: .acquiring) }
+
+    /// Sends one request. With `waitForAck` (and REPLY_ACK) the NEED_REPLY flag is set and the
+    /// frontend's u64 is awaited for at most `ackTimeout` seconds.
+    @discardableResult
+    public func send(_ request: VhostUserBackendRequest, payload: [UInt8], waitForAck: Bool) -> Outcome {
+        sendLock.withLock { _ -> Outcome in
+            guard !broken.load(ordering: .acquiring) else { return .notSent }
+            let ask = waitForAck && replyAck
+            let flags = VhostUserHeaderFlags.version | (ask ? VhostUserHeaderFlags.needReply : 0)
+            EventFD.drain(wake.rawValue)   // an interrupt meant for an earlier wait
+            do {
+                try VhostUserMessage.write(to: socket.rawValue, request: request.rawValue, flags: flags, payload: payload)
+            } catch {
+                broken.store(true, ordering: .releasing)
+                return .notSent
+            }
+            guard ask else { return .ok }
+            let outcome = awaitAck(request)
+            if case .noAck = outcome { broken.store(true, ordering: .releasing) }
+            return outcome
+        }
+    }
+
+    private func awaitAck(_ request: VhostUserBackendRequest) -> Outcome {
+        var fds = [pollfd(fd: socket.rawValue, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: wake.rawValue, events: Int16(POLLIN), revents: 0)]
+        let deadline = monotonicSeconds() + ackTimeout
+        while true {
+            let left = deadline - monotonicSeconds()
+            guard left > 0 else { return .noAck }
+            let n = poll(&fds, 2, Int32(min(left * 1000, 1_000_000)) + 1)
+            if n < 0 { if errno == EINTR { continue }; return .noAck }
+            if n == 0 { continue }
+            if fds[1].revents != 0 { EventFD.drain(wake.rawValue); return .noAck }
+            guard fds[0].revents != 0 else { continue }
+            guard let m = try? VhostUserMessage.read(from: socket.rawValue),
+                  m.header.request == request.rawValue, m.header.flags & VhostUserHeaderFlags.reply != 0, m.payload.count == 8
+            else { return .noAck }
+            let status = WireReader(m.payload).u64(0)
+            return status == 0 ? .ok : .refused(status)
+        }
+    }
+
+    /// Ends a wait in progress (queues are being stopped and QEMU waits on the connection).
+    public func interrupt() { EventFD.signal(wake.rawValue) }
+
+    /// Stops all use: later sends are dropped, a wait in progress ends.
+    public func close() {
+        broken.store(true, ordering: .releasing)
+        interrupt()
+        _ = shutdown(socket.rawValue, Int32(SHUT_RDWR))
+    }
+
+    private func monotonicSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+}

@@ -1,0 +1,167 @@
+import CShims
+import Foundation
+import Testing
+import VGPUTestSupport
+import VhostUser
+import VhostUserFrontend
+import VirtioCore
+import VirtioGPU
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The frontend's end of the backend channel: records every request the backend sends and,
+/// when `ack`, answers NEED_REPLY with a u64 0 the way QEMU's main loop does.
+final class BackendChannelPeer: @unchecked Sendable {
+    let fd: OwnedFileDescriptor
+    private let lock = NSLock()
+    private var received: [VhostUserMessage] = []
+    private let ended = DispatchSemaphore(value: 0)
+
+    init(fd: OwnedFileDescriptor, ack: Bool) {
+        self.fd = fd
+        startThread(name: "backend-peer") { [self] in
+            while let m = try? VhostUserMessage.read(from: fd.rawValue) {
+                lock.withLock { received.append(m) }
+                if ack, m.header.needsReply {
+                    try? VhostUserMessage.write(to: fd.rawValue, request: m.header.request,
+                                                flags: VhostUserHeaderFlags.version | VhostUserHeaderFlags.reply, payload: WireWriter().u64(0).bytes)
+                }
+            }
+            ended.signal()
+        }
+    }
+
+    var messages: [VhostUserMessage] { lock.withLock { received } }
+
+    /// Waits until `count` requests arrived.
+    func wait(for count: Int, timeout: Double = 2) -> [VhostUserMessage] {
+        let deadline = Date().addingTimeInterval(timeout)
+        while messages.count < count && Date() < deadline { usleep(5_000) }
+        return messages
+    }
+
+    /// Waits until the backend closed its end.
+    func waitForEOF(timeout: Double = 5) -> Bool { ended.wait(timeout: .now() + timeout) == .success }
+}
+
+@Suite(.serialized) struct SharedObjectTests {
+    func uuid(_ r: VirtioGPUDriver.Response) -> [UInt8]? {
+        guard r.type == VIRTIO_GPU_RESP_OK_RESOURCE_UUID.rawValue, let u = r.load(virtio_gpu_resp_resource_uuid.self) else { return nil }
+        return withUnsafeBytes(of: u.uuid) { Array($0) }
+    }
+
+    /// A rig whose frontend negotiated SHARED_OBJECT and gave the backend its channel.
+    func sharedRig(ack: Bool = true, ackTimeout: Double = 1.0) throws -> (GPURig, BackendChannelPeer) {
+        let rig = try GPURig(backendAckTimeout: ackTimeout)
+        let f = rig.driver.frontend
+        try f.setProtocolFeatures(f.protocolFeatures.union([.backendReq, .sharedObject]))
+        let (mine, theirs) = try UnixSocket.pair()
+        #expect(try f.setBackendReqFD(theirs.rawValue))
+        _ = theirs   // our copy closes when this returns; the backend has its own dup
+        return (rig, BackendChannelPeer(fd: mine, ack: ack))
+    }
+
+    @Test func protocolFeaturesAreOffered() throws {
+        let rig = try GPURig()
+        let offered = try rig.driver.frontend.getProtocolFeatures()
+        #expect(offered.contains(.sharedObject))
+        #expect(offered.contains(.backendReq))
+        #expect(offered.contains(.replyAck))
+        #expect(rig.disconnect())
+    }
+
+    @Test func assignPublishesAddOnceAndUnrefRemoves() throws {
+        let before = openFDSet()
+        do {
+            let (rig, peer) = try sharedRig()
+            _ = try rig.makeResource(id: 1, width: 8, height: 4, pixels: pattern(8, 4))
+            let u = try #require(uuid(try rig.driver.assignUUID(id: 1)))
+            // The ack is awaited before the guest gets its answer: the ADD is already here.
+            let first = peer.messages
+            try #require(first.count == 1)
+            #expect(first[0].header.request == VhostUserBackendRequest.sharedObjectAdd.rawValue)
+            #expect(first[0].header.needsReply)
+            #expect(first[0].payload == u)
+            // A second ASSIGN_UUID: same UUID, nothing new on the channel.
+            #expect(uuid(try rig.driver.assignUUID(id: 1)) == u)
+            #expect(peer.messages.count == 1)
+            // UNREF: REMOVE with the same UUID.
+            #expect(try rig.driver.unref(id: 1).type == OK)
+            let after = peer.messages
+            try #require(after.count == 2)
+            #expect(after[1].header.request == VhostUserBackendRequest.sharedObjectRemove.rawValue)
+            #expect(after[1].payload == u)
+            // A UUID still published at disconnect is removed then (no ack asked: nobody serves it).
+            _ = try rig.makeResource(id: 2, width: 4, height: 4, pixels: pattern(4, 4))
+            let u2 = try #require(uuid(try rig.driver.assignUUID(id: 2)))
+            #expect(rig.disconnect())
+            #expect(peer.waitForEOF())
+            let last = peer.messages
+            try #require(last.count == 4)
+            #expect(last[2].header.request == VhostUserBackendRequest.sharedObjectAdd.rawValue && last[2].payload == u2)
+            #expect(last[3].header.request == VhostUserBackendRequest.sharedObjectRemove.rawValue && last[3].payload == u2)
+            #expect(!last[3].header.needsReply)
+        }
+        #expect(fdsLeaked(since: before).isEmpty)
+    }
+
+    @Test func getSharedObjectHandsOutTheHostBuffer() throws {
+        let before = openFDSet()
+        do {
+            let (rig, peer) = try sharedRig()
+            let pixels = pattern(16, 8, seed: 3)
+            _ = try rig.makeResource(id: 5, width: 16, height: 8, pixels: pixels)
+            let u = try #require(uuid(try rig.driver.assignUUID(id: 5)))
+            let reply = try rig.driver.frontend.getSharedObject(uuid: u)
+            #expect(reply.payload == u)
+            let fd = try #require(reply.fd)
+            let p = try #require(mmap(nil, pixels.count, PROT_READ, MAP_SHARED, fd.rawValue, 0))
+            try #require(p != MAP_FAILED)
+            #expect(Array(UnsafeRawBufferPointer(start: p, count: pixels.count)) == pixels)
+            munmap(p, pixels.count)
+            // Read-only: the receiver cannot write the backend's copy.
+            #expect(fcntl(fd.rawValue, F_GETFL) & O_ACCMODE == O_RDONLY)
+            // Unknown UUID: no fd.
+            let unknown = try rig.driver.frontend.getSharedObject(uuid: [UInt8](repeating: 0xab, count: 16))
+            #expect(unknown.fd == nil)
+            // After UNREF the UUID is unknown too.
+            #expect(try rig.driver.unref(id: 5).type == OK)
+            #expect(try rig.driver.frontend.getSharedObject(uuid: u).fd == nil)
+            #expect(rig.disconnect())
+            #expect(peer.waitForEOF())
+        }
+        #expect(fdsLeaked(since: before).isEmpty)
+    }
+
+    @Test func frontendThatNeverAcksDoesNotWedgeTheDevice() throws {
+        let (rig, peer) = try sharedRig(ack: false, ackTimeout: 0.3)
+        _ = try rig.makeResource(id: 1, width: 4, height: 4, pixels: pattern(4, 4))
+        let start = Date()
+        #expect(uuid(try rig.driver.assignUUID(id: 1)) != nil)   // after the bounded wait
+        #expect(try rig.driver.createResource2D(id: 2, width: 4, height: 4).type == OK)
+        #expect(uuid(try rig.driver.assignUUID(id: 2)) != nil)   // channel given up: no second wait
+        #expect(Date().timeIntervalSince(start) < 1.5)
+        #expect(peer.wait(for: 1).count == 1)
+        #expect(try rig.driver.unref(id: 2).type == OK)
+        #expect(rig.disconnect())
+    }
+
+    @Test func badSetBackendReqFDIsRefused() throws {
+        let rig = try GPURig()
+        let f = rig.driver.frontend
+        // Without BACKEND_REQ negotiated.
+        let (a, b) = try UnixSocket.pair()
+        #expect(try !f.setBackendReqFD(b.rawValue))
+        try f.setProtocolFeatures(f.protocolFeatures.union([.backendReq, .sharedObject]))
+        // No fd, two fds.
+        #expect(try !f.request(.setBackendReqFD))
+        #expect(try !f.request(.setBackendReqFD, fds: [a.rawValue, b.rawValue]))
+        // The connection goes on: a good one is accepted, and a repeat replaces it.
+        #expect(try f.setBackendReqFD(b.rawValue))
+        let (c, d) = try UnixSocket.pair()
+        #expect(try f.setBackendReqFD(d.rawValue))
+        _ = (a, c)
+        #expect(rig.disconnect())
+    }
+}
