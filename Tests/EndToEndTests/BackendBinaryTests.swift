@@ -2,6 +2,7 @@ import CShims
 import DisplayChannel
 import Foundation
 import Testing
+import VGPUTestSupport
 import VhostUserFrontend
 
 /// The vgpu-backend executable itself: its command line and a session over its socket.
@@ -9,21 +10,11 @@ import VhostUserFrontend
     static let binary: String = {
         if let env = ProcessInfo.processInfo.environment["VGPU_BACKEND_UNDER_TEST"] { return env }
         // Built with the tests, next to the test binary (whatever the scratch path).
-        return VgpuctlBinaryTests.binDir + "/vgpu-backend"
+        return testBinDir + "/vgpu-backend"
     }()
 
     func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        p.waitUntilExit()
-        return (p.terminationStatus,
-                String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
-                String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        try runBinary(Self.binary, args)
     }
 
     @Test(arguments: ["--print-capabilities", "-c"])   // -c: QEMU's vhost-user-gpu short name

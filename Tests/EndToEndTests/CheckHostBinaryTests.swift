@@ -1,20 +1,11 @@
 import Foundation
 import Testing
+import VGPUTestSupport
 
 /// `vgpu-backend check-host`, the binary built with the tests.
 @Suite struct CheckHostBinaryTests {
     func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: VgpuctlBinaryTests.binDir + "/vgpu-backend")
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        try runBinary(testBinDir + "/vgpu-backend", args)
     }
 
     @Test func checkHostJSONParsesAndMemfdWorks() throws {

@@ -3,6 +3,7 @@ import ControlPlane
 import DisplayChannel
 import Foundation
 import Testing
+import VGPUTestSupport
 import VhostUserFrontend
 import VirtioGPU
 
@@ -23,7 +24,7 @@ import VirtioGPU
         let sockets = (0..<count).map { dir.appendingPathComponent("gpu\($0).sock").path }
         let control = dir.appendingPathComponent("ctl.sock").path
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: VgpuctlBinaryTests.binDir + "/vgpu-backend")
+        p.executableURL = URL(fileURLWithPath: testBinDir + "/vgpu-backend")
         p.arguments = sockets.flatMap { ["--socket-path", $0] } + ["--control-socket", control] + extra
         p.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try p.run()
@@ -131,7 +132,7 @@ import VirtioGPU
 
     @Test func aRepeatedSocketPathIsRefused() throws {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: VgpuctlBinaryTests.binDir + "/vgpu-backend")
+        p.executableURL = URL(fileURLWithPath: testBinDir + "/vgpu-backend")
         p.arguments = ["--socket-path", "/tmp/vgpu-dup.sock", "--socket-path", "/tmp/vgpu-dup.sock"]
         let err = Pipe()
         p.standardError = err

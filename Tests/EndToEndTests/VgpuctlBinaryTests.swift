@@ -2,29 +2,15 @@ import CShims
 import DisplayChannel
 import Foundation
 import Testing
+import VGPUTestSupport
 import VhostUserFrontend
 
 /// `vgpuctl` against a running `vgpu-backend` process, both the binaries built with the tests.
 @Suite(.serialized) struct VgpuctlBinaryTests {
-    /// The directory of the test binary: swift build puts every product there.
-    static let binDir: String = {
-        if let dir = ProcessInfo.processInfo.environment["VGPU_BIN_DIR"] { return dir }
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
-        return (exe as NSString).deletingLastPathComponent
-    }()
+    static var binDir: String { testBinDir }
 
     func vgpuctl(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binDir + "/vgpuctl")
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        try runBinary(Self.binDir + "/vgpuctl", args)
     }
 
     @Test func listShowDumpExportAgainstARunningBackend() throws {
