@@ -20,14 +20,20 @@ public final class GuestRAM {
     public let regions: [Region]
     private var next: [UInt64]   // bump pointer per region (offset)
 
-    /// Regions given as (guest start, size); sizes must be page multiples.
-    public init(layout: [(guestStart: UInt64, size: UInt64)]) throws {
+    /// Regions given as (guest start, size); sizes must be page multiples. Like QEMU's
+    /// `memory-backend-memfd` (seal=on, the default), each memfd is sealed against shrinking and
+    /// growing, which is what lets a backend make udmabufs over guest pages; `sealed: false`
+    /// gives the unsealed RAM of `seal=off`.
+    public init(layout: [(guestStart: UInt64, size: UInt64)], sealed: Bool = true) throws {
         var regions: [Region] = []
         for (start, size) in layout {
-            let fd = vgpu_memfd_create("vgpu-guest-ram", UInt32(MFD_CLOEXEC))
+            let fd = vgpu_memfd_create("vgpu-guest-ram", UInt32(MFD_CLOEXEC | MFD_ALLOW_SEALING))
             guard fd >= 0 else { throw Errno(rawValue: errno) }
             let owned = OwnedFileDescriptor(fd)
             guard ftruncate(fd, off_t(size)) == 0 else { throw Errno(rawValue: errno) }
+            if sealed {
+                guard vgpu_memfd_add_seals(fd, vgpu_F_SEAL_SHRINK() | vgpu_F_SEAL_GROW()) == 0 else { throw Errno(rawValue: errno) }
+            }
             regions.append(Region(guestStart: start, size: size, mapping: try SharedFileMapping(file: owned, length: Int(size))))
         }
         self.regions = regions
@@ -35,7 +41,7 @@ public final class GuestRAM {
     }
 
     /// One region of `size` bytes at guest address 0.
-    public convenience init(size: UInt64) throws { try self.init(layout: [(0, size)]) }
+    public convenience init(size: UInt64, sealed: Bool = true) throws { try self.init(layout: [(0, size)], sealed: sealed) }
 
     /// The SET_MEM_TABLE payload describing these regions, and their fds.
     public var memoryTable: (MemoryTablePayload, [Int32]) {

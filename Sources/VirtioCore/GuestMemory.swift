@@ -26,15 +26,21 @@ public struct GuestMemoryRegion: @unchecked Sendable {
     public let size: UInt64
     /// Where the frontend has this region mapped (vring addresses are in this space).
     public let frontendStart: FrontendVirtualAddress
-    /// Offset of the region within the file `mapping` came from (for udmabuf later).
+    /// Offset of the region within the file `mapping` came from (udmabuf needs file offsets).
     public let fileOffset: UInt64
+    /// The file the region is mapped from (a memfd with QEMU's memory-backend-memfd), or -1.
+    /// Borrowed: owned by `mapping` and valid while it is alive. Used only to make udmabufs
+    /// over guest pages (zero-copy host buffers); never an identity.
+    public let fileDescriptor: Int32
     /// Our mapping of the region. Valid while `mapping` is alive.
     public let hostBase: UnsafeMutableRawPointer
     /// Keeps the host mapping (and its fd) alive; unmaps on deinit.
     public let mapping: any Sendable & AnyObject
 
     public init(guestStart: GuestPhysicalAddress, size: UInt64, frontendStart: FrontendVirtualAddress,
-                fileOffset: UInt64, hostBase: UnsafeMutableRawPointer, mapping: any Sendable & AnyObject) {
+                fileOffset: UInt64, hostBase: UnsafeMutableRawPointer, mapping: any Sendable & AnyObject,
+                fileDescriptor: Int32 = -1) {
+        self.fileDescriptor = fileDescriptor
         self.guestStart = guestStart
         self.size = size
         self.frontendStart = frontendStart

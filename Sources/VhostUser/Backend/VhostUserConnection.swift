@@ -451,7 +451,8 @@ public final class VhostUserConnection: Sendable {
         }
         return GuestMemoryRegion(guestStart: GuestPhysicalAddress(r.guestAddress), size: r.size,
                                  frontendStart: FrontendVirtualAddress(r.userAddress), fileOffset: r.mmapOffset,
-                                 hostBase: mapping.base + Int(r.mmapOffset), mapping: mapping)
+                                 hostBase: mapping.base + Int(r.mmapOffset), mapping: mapping,
+                                 fileDescriptor: mapping.file.rawValue)
     }
 
     private func publish(_ regions: [GuestMemoryRegion], request: String) throws(VhostUserMessageError) {
