@@ -1,7 +1,7 @@
 // swift-tools-version: 6.0
 // vgpu: a virtio-gpu vhost-user device backend. Layers, bottom up:
 //   CShims -> VirtioCore -> VhostUser -> DisplayChannel -> VirtioGPU -> executables
-//   CShims -> HostBuffers (memfd, udmabuf, dma-heap, DRM dumb buffers) -> executables
+//   CShims -> HostBuffers (memfd, udmabuf, dma-heap, DRM dumb buffers) -> VirtioGPU
 // VhostUserFrontend is the driver side (tests, benchmarks); QEMUHarness boots real guests.
 import PackageDescription
 
@@ -50,7 +50,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         // virtio-gpu: wire structs, command dispatch, resources, scanouts, cursor, UUID registry, 2D renderer.
         .target(name: "VirtioGPU", dependencies: [
-            "CShims", "VirtioCore", "VhostUser", "DisplayChannel",
+            "CShims", "VirtioCore", "VhostUser", "DisplayChannel", "HostBuffers",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         // The backend's control socket (versioned JSON lines, docs/control-protocol.md) and its client.
@@ -83,9 +83,9 @@ let package = Package(
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "CShims"], swiftSettings: swiftSettings),
         .testTarget(name: "VhostUserTests", dependencies: ["VGPUTestSupport", "VhostUser", "VhostUserFrontend", "VirtioCore", "CShims", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .testTarget(name: "DisplayChannelTests", dependencies: ["DisplayChannel", "CShims", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: swiftSettings),
-        .testTarget(name: "VirtioGPUTests", dependencies: ["VirtioGPU", "VirtioCore", "CShims"], swiftSettings: swiftSettings),
+        .testTarget(name: "VirtioGPUTests", dependencies: ["VirtioGPU", "VirtioCore", "CShims", "HostBuffers"], swiftSettings: swiftSettings),
         .testTarget(name: "EndToEndTests", dependencies: ["VGPUTestSupport",
-            "VhostUserFrontend", "VhostUser", "VirtioGPU", "DisplayChannel", "VirtioCore", "CShims", "ControlPlane",
+            "VhostUserFrontend", "VhostUser", "VirtioGPU", "DisplayChannel", "VirtioCore", "CShims", "ControlPlane", "HostBuffers",
         ], swiftSettings: swiftSettings),
         .testTarget(name: "HostBuffersTests", dependencies: ["HostBuffers", "VGPUTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "VirtioGPU"], swiftSettings: swiftSettings),

@@ -51,10 +51,26 @@ public struct ControlError: Codable, Equatable, Sendable, Error, CustomStringCon
 
 /// A host buffer as the control socket describes it. `kind` is what the fd really is:
 /// `memfd` here (no dmabuf is made on this path; nothing is called a dmabuf that is not one).
-public struct HostBufferInfo: Codable, Equatable, Sendable {
+public struct HostBufferSummary: Codable, Equatable, Sendable {
+    /// "udmabuf", "dma-heap", "drm-dumb" (dmabufs) or "memfd".
     public var kind: String
+    /// Bytes of the buffer (whole pages).
     public var size: Int
-    public init(kind: String, size: Int) { self.kind = kind; self.size = size }
+    /// "zero-copy" (the guest's pages: guest writes show at once) or "on-transfer" (the host
+    /// copy: changes when TRANSFER_TO_HOST_2D lands).
+    public var coherency: String
+    /// "guest-ram" or "host-copy": whose pages a consumer maps.
+    public var source: String
+    /// True once RESOURCE_ASSIGN_UUID chose this buffer for export (before: the host copy).
+    public var exported: Bool
+    /// Why the resource is a shadow although zero copy is on (unaligned backing, ...).
+    public var shadowReason: String?
+
+    public init(kind: String, size: Int, coherency: String = "on-transfer", source: String = "host-copy", exported: Bool = false,
+                shadowReason: String? = nil) {
+        self.kind = kind; self.size = size; self.coherency = coherency; self.source = source; self.exported = exported
+        self.shadowReason = shadowReason
+    }
 }
 
 /// One resource row of `list` (and the head of `show`). No guest addresses.
@@ -68,7 +84,7 @@ public struct ResourceSummary: Codable, Equatable, Sendable {
     public var width: UInt32
     public var height: UInt32
     public var stride: Int
-    public var hostBuffer: HostBufferInfo
+    public var hostBuffer: HostBufferSummary
     public var backingEntries: Int
     public var backingBytes: UInt64
     public var scanouts: [UInt32]
@@ -103,8 +119,13 @@ public struct BufferLayout: Codable, Equatable, Sendable {
     public var uuid: String?
     public var device: UInt32
     public var resource: UInt32
-    /// "memfd": a sealed-size memfd opened read-only, mappable with mmap(PROT_READ, MAP_SHARED).
+    /// "dmabuf" (udmabuf, dma-heap, DRM dumb: a duplicate of the backend's dmabuf fd) or "memfd"
+    /// (a sealed-size memfd opened read-only, mappable with mmap(PROT_READ, MAP_SHARED)).
     public var handleType: String
+    /// The host buffer kind ("udmabuf", "dma-heap", "drm-dumb", "memfd") and its coherency
+    /// ("zero-copy" or "on-transfer"); absent from older servers.
+    public var kind: String?
+    public var coherency: String?
     public var format: String
     public var fourcc: String
     /// The DRM fourcc code (drm_fourcc.h) as a number.

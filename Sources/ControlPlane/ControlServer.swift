@@ -281,17 +281,22 @@ struct ControlHandler {
                     throw ControlError(.badRequest, "export takes a UUID (resources are exported by UUID only); got \"\(r)\"")
                 }
                 let (entry, info) = try resolve(request.resource)
-                guard let storage = entry.processor.hostStorage(of: info.id) else {
-                    throw ControlError(.notFound, "\(entry.id)/\(info.id) has no host buffer (unreferenced meanwhile?)")
+                let opened: (fd: Int32, info: VirtioGPU.HostBufferInfo)
+                do { opened = try entry.processor.openHostBuffer(info.id) } catch {
+                    if error.error == .invalidResourceID {
+                        throw ControlError(.notFound, "\(entry.id)/\(info.id) has no host buffer (unreferenced meanwhile?)")
+                    }
+                    throw ControlError(.internalError, "\(error)")
                 }
-                let raw: Int32
-                do { raw = try storage.openReadOnlyExport() } catch { throw ControlError(.internalError, "\(error)") }
-                let fd = OwnedFileDescriptor(raw)
-                let layout = BufferLayout(uuid: info.uuid?.description, device: entry.id.raw, resource: info.id.raw, handleType: "memfd",
+                let fd = OwnedFileDescriptor(opened.fd)
+                var layout = BufferLayout(uuid: info.uuid?.description, device: entry.id.raw, resource: info.id.raw,
+                                          handleType: opened.info.handleType,
                                           format: info.format.description, fourcc: DRMFourCC.name(for: info.format),
                                           drmFormat: DRMFourCC.code(DRMFourCC.name(for: info.format)),
                                           width: info.width, height: info.height, stride: info.stride, offset: 0,
-                                          size: storage.length, modifier: DRMFourCC.linearModifier)
+                                          size: opened.info.size, modifier: DRMFourCC.linearModifier)
+                layout.kind = opened.info.kind.rawValue
+                layout.coherency = opened.info.coherency.rawValue
                 return .withFD(.success(request.id, ControlResult(buffer: layout)), fd)
             case .watch:
                 return .watch
@@ -306,7 +311,9 @@ struct ControlHandler {
     func summary(_ r: ResourceInfo, device: GPUDeviceID, now: Double) -> ResourceSummary {
         ResourceSummary(device: device.raw, id: r.id.raw, uuid: r.uuid?.description, format: r.format.description,
                         fourcc: DRMFourCC.name(for: r.format), width: r.width, height: r.height, stride: r.stride,
-                        hostBuffer: HostBufferInfo(kind: "memfd", size: r.hostBytes),
+                        hostBuffer: HostBufferSummary(kind: r.hostBuffer.kind.rawValue, size: r.hostBuffer.size,
+                                                      coherency: r.hostBuffer.coherency.rawValue, source: r.hostBuffer.source.rawValue,
+                                                      exported: r.hostBuffer.exported, shadowReason: r.hostBuffer.shadowReason),
                         backingEntries: r.backingEntryCount, backingBytes: r.backingBytes, scanouts: r.scanouts,
                         ageSeconds: r.createdAt > 0 ? max(0, now - r.createdAt) : 0)
     }

@@ -68,6 +68,12 @@ struct Serve: ParsableCommand {
     @Flag(name: [.customLong("no-control-socket")], help: "Do not open a control socket.")
     var noControlSocket = false
 
+    @Option(name: [.customLong("host-buffers")], help: "Host buffers resources are exported as: auto (the best this host makes: udmabuf over guest RAM, else udmabuf over the host copy, dma-heap, DRM dumb, memfd), udmabuf, drm, heap or memfd. A forced kind this host cannot make is an error.")
+    var hostBuffers: HostBufferPreference = .auto
+
+    @Option(name: [.customLong("dmabuf-scanout")], help: "Show scanouts whose resource has a dmabuf through QEMU's DMABUF_SCANOUT/UPDATE: on, off, or auto (on with --virgl, where QEMU's display must have GL). Pixel updates are used otherwise and whenever QEMU stops answering.")
+    var dmabufScanout: DMABUFScanoutMode = .auto
+
     func validate() throws {
         if controlSocket != nil && noControlSocket { throw ValidationError("--control-socket and --no-control-socket cannot be used together") }
         if printCapabilities { return }
@@ -110,12 +116,15 @@ struct Serve: ParsableCommand {
         config.numScanouts = maxOutputs
         config.maxTotalBytes = maxResourceMemoryMiB << 20
         let deviceConfig = config
+        let allocator: HostBufferAllocator
+        do { allocator = try HostBufferAllocator(preference: hostBuffers) } catch { throw ValidationError(error.message) }
+        logger.info("host buffers (\(hostBuffers.rawValue)): \(allocator.zeroCopy ? "zero copy over guest RAM with udmabuf; " : "")shadows: \(allocator.shadowKinds.map(\.rawValue).joined(separator: ", "))")
         let makeDevice: @Sendable (String) -> any VhostUserDevice = { label in
             let id = GPUDeviceID(nextDevice.add(1, ordering: .relaxed).newValue)
             var deviceLogger = logger
             deviceLogger[metadataKey: "device"] = "\(id)"
             let processor = GPUCommandProcessor(config: deviceConfig, display: NullDisplay(), uuids: registry, deviceID: id,
-                                                events: directory.events, logger: deviceLogger)
+                                                hostBuffers: allocator, events: directory.events, logger: deviceLogger)
             return GPUVhostUserDevice(processor: processor, logger: deviceLogger, directory: directory, label: label)
         }
         let control = try startControlSocket(directory: directory, logger: logger)
@@ -225,3 +234,10 @@ struct CheckHost: ParsableCommand {
     }
 }
 
+
+extension HostBufferPreference: ExpressibleByArgument {}
+
+/// `--dmabuf-scanout`.
+enum DMABUFScanoutMode: String, CaseIterable, ExpressibleByArgument {
+    case auto, on, off
+}

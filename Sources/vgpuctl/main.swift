@@ -102,7 +102,7 @@ struct List: ParsableCommand {
                 guard !d.resources.isEmpty else { print(); continue }
                 print(table(["ID", "UUID", "FORMAT", "SIZE", "HOST BUFFER", "BACKING", "SCANOUTS", "AGE"], d.resources.map { r in
                     ["\(r.id)", r.uuid ?? "-", "\(r.format) (\(r.fourcc))", "\(r.width)x\(r.height)",
-                     "\(r.hostBuffer.kind) \(bytes(r.hostBuffer.size))",
+                     "\(r.hostBuffer.kind) \(bytes(r.hostBuffer.size)) \(r.hostBuffer.coherency)\(r.hostBuffer.shadowReason == nil ? "" : " (shadow)")",
                      r.backingEntries == 0 ? "-" : "\(r.backingEntries) entr\(r.backingEntries == 1 ? "y" : "ies"), \(bytes(r.backingBytes))",
                      r.scanouts.isEmpty ? "-" : r.scanouts.map(String.init).joined(separator: ","), age(r.ageSeconds)]
                 }))
@@ -127,10 +127,16 @@ struct Show: ParsableCommand {
             print(table(["FIELD", "VALUE"], [
                 ["device", "\(r.device) (\(d.deviceLabel))"], ["resource id", "\(r.id)"], ["uuid", r.uuid ?? "- (not exported)"],
                 ["format", "\(r.format), DRM fourcc \(r.fourcc), linear"], ["size", "\(r.width)x\(r.height), stride \(r.stride)"],
-                ["host buffer", "\(r.hostBuffer.kind), \(r.hostBuffer.size) bytes"],
+                ["host buffer", "\(r.hostBuffer.kind) (\(r.hostBuffer.kind == "memfd" ? "no dmabuf" : "dmabuf")), \(r.hostBuffer.size) bytes, " +
+                    (r.hostBuffer.exported ? "exported" : "not exported yet: the host copy")],
+                ["coherency", r.hostBuffer.coherency == "zero-copy"
+                    ? "zero-copy: the guest's own pages, guest writes show at once"
+                    : "on-transfer: the backend's host copy, updated by TRANSFER_TO_HOST_2D"],
+                ["pages", r.hostBuffer.source == "guest-ram" ? "guest RAM" : "host copy"],
                 ["scanouts", r.scanouts.isEmpty ? "-" : r.scanouts.map(String.init).joined(separator: ",")],
                 ["age", age(r.ageSeconds)],
             ]))
+            if let why = r.hostBuffer.shadowReason { print("shadow: \(why)") }
             print()
             print("guest backing (guest physical ranges read by TRANSFER_TO_HOST_2D; not an identity): \(r.backingEntries) entries, \(r.backingBytes) bytes")
             if !d.guestBacking.isEmpty {
@@ -174,7 +180,7 @@ struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Receive a resource's host buffer fd by UUID, with its layout.",
         discussion: """
-            With --exec, runs CMD with the fd inherited; the environment says VGPU_FD, VGPU_HANDLE_TYPE (memfd), \
+            With --exec, runs CMD with the fd inherited; the environment says VGPU_FD, VGPU_HANDLE_TYPE (dmabuf or memfd), VGPU_KIND, VGPU_COHERENCY, \
             VGPU_FOURCC, VGPU_DRM_FORMAT, VGPU_WIDTH, VGPU_HEIGHT, VGPU_STRIDE, VGPU_OFFSET, VGPU_SIZE, VGPU_MODIFIER, VGPU_UUID.
             """)
     @OptionGroup var connection: Connection
@@ -193,7 +199,7 @@ struct Export: ParsableCommand {
             guard let b = result.buffer, let fd else { fail(ControlClientError.protocolError("export reply without a buffer fd")) }
             if exec.isEmpty {
                 if connection.json { printJSON(b) } else {
-                    print("received fd \(fd.rawValue): \(b.handleType), \(b.size) bytes, \(b.width)x\(b.height) \(b.fourcc) stride \(b.stride) offset \(b.offset) modifier \(b.modifier) (LINEAR)")
+                    print("received fd \(fd.rawValue): \(b.handleType) (\(b.kind ?? b.handleType), \(b.coherency ?? "on-transfer")), \(b.size) bytes, \(b.width)x\(b.height) \(b.fourcc) stride \(b.stride) offset \(b.offset) modifier \(b.modifier) (LINEAR)")
                     print("(the fd closes when vgpuctl exits; use --exec CMD to hand it to a program)")
                 }
                 return
@@ -205,6 +211,7 @@ struct Export: ParsableCommand {
                 ("VGPU_DRM_FORMAT", "\(b.drmFormat)"), ("VGPU_WIDTH", "\(b.width)"), ("VGPU_HEIGHT", "\(b.height)"),
                 ("VGPU_STRIDE", "\(b.stride)"), ("VGPU_OFFSET", "\(b.offset)"), ("VGPU_SIZE", "\(b.size)"),
                 ("VGPU_MODIFIER", "\(b.modifier)"), ("VGPU_UUID", b.uuid ?? ""),
+                ("VGPU_KIND", b.kind ?? b.handleType), ("VGPU_COHERENCY", b.coherency ?? "on-transfer"),
             ]
             for (k, v) in env { setenv(k, v, 1) }
             var argv: [UnsafeMutablePointer<CChar>?] = exec.map { strdup($0) } + [nil]

@@ -56,7 +56,9 @@ import VirtioGPU
             #expect(r.uuid == u.description)
             #expect(r.width == w && r.height == h && r.stride == Int(w) * 4)
             #expect(r.format == "B8G8R8X8" && r.fourcc == "XR24")
-            #expect(r.hostBuffer == HostBufferInfo(kind: "memfd", size: Int(w * h * 4)))
+            // Exported at ASSIGN_UUID; with memfd only, the host copy itself, coherent on transfer.
+            #expect(r.hostBuffer == HostBufferSummary(kind: "memfd", size: (Int(w * h * 4) + 4095) / 4096 * 4096, exported: true))
+            #expect(rows[1].hostBuffer.exported == false)
             #expect(r.backingEntries == 1 && r.backingBytes == UInt64(pixels.count))
             #expect(r.scanouts == [0])
             #expect(r.ageSeconds >= 0 && r.ageSeconds < 60)
@@ -76,13 +78,15 @@ import VirtioGPU
             let layout = try #require(result.buffer)
             let fd = try #require(fdOrNil)
             #expect(layout.handleType == "memfd" && layout.fourcc == "XR24" && layout.drmFormat == 0x3432_5258)
-            #expect(layout.stride == Int(w) * 4 && layout.offset == 0 && layout.modifier == 0 && layout.size == pixels.count)
+            #expect(layout.stride == Int(w) * 4 && layout.offset == 0 && layout.modifier == 0)
             #expect(layout.uuid == u.description && layout.device == 3 && layout.resource == 5)
             #expect(fcntl(fd.rawValue, F_GETFL) & O_ACCMODE == O_RDONLY)
             let p = try #require(mmap(nil, layout.size, PROT_READ, MAP_SHARED, fd.rawValue, 0))
             #expect(p != MAP_FAILED)
             defer { munmap(p, layout.size) }
-            #expect(Array(UnsafeRawBufferPointer(start: p, count: layout.size)) == pixels)
+            #expect(layout.size == (pixels.count + 4095) / 4096 * 4096)   // whole pages
+            #expect(layout.handleType == "memfd" && layout.kind == "memfd" && layout.coherency == "on-transfer")
+            #expect(Array(UnsafeRawBufferPointer(start: p, count: pixels.count)) == pixels)
             // Writable mapping refused: the consumer cannot change the backend's copy.
             let wp = mmap(nil, layout.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0)
             #expect(wp == MAP_FAILED)
@@ -92,18 +96,18 @@ import VirtioGPU
             #expect(try rig.driver.detachBacking(id: 5).type == OK)
             #expect(try rig.driver.attachBacking(id: 5, entries: [(backing, UInt32(newer.count))]).type == OK)
             #expect(try rig.driver.transferToHost2D(id: 5, rect: VirtioGPUDriver.rect(0, 0, w, h)).type == OK)
-            #expect(Array(UnsafeRawBufferPointer(start: p, count: layout.size)) == newer)
+            #expect(Array(UnsafeRawBufferPointer(start: p, count: newer.count)) == newer)
 
             // dump works by id and gives the same kind of fd.
             let (dumped, dumpFD) = try client.call(.dump, resource: "3:6")
-            #expect(dumped.buffer?.size == 8 * 8 * 4 && dumpFD != nil)
+            #expect(dumped.buffer?.size == 4096 && dumpFD != nil)
 
             // Unref: the UUID is gone at once; the fd already handed out stays valid.
             #expect(try rig.driver.unref(id: 5).type == OK)
             #expect(throws: ControlClientError.server(ControlError(.notFound, "no resource has UUID \(u) (never assigned, or unreferenced)"))) {
                 _ = try client.call(.export, resource: u.description)
             }
-            #expect(Array(UnsafeRawBufferPointer(start: p, count: layout.size)) == newer)
+            #expect(Array(UnsafeRawBufferPointer(start: p, count: newer.count)) == newer)
             _ = directory
         }
     }

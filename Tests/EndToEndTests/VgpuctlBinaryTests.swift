@@ -85,7 +85,7 @@ import VhostUserFrontend
         #expect(bytes.count > 49 && Array(bytes[49..<52]) == [0x10, 0x20, 0x30])
 
         // export --exec: the command gets the fd and the layout.
-        let script = #"test "$VGPU_HANDLE_TYPE" = memfd && test "$VGPU_SIZE" = 128 && test "$VGPU_STRIDE" = 32 && test "$VGPU_FOURCC" = XR24 && test "$VGPU_MODIFIER" = 0 && od -An -tx1 -N4 <&"$VGPU_FD""#
+        let script = #"test "$VGPU_HANDLE_TYPE" = memfd && test "$VGPU_KIND" = memfd && test "$VGPU_COHERENCY" = on-transfer && test "$VGPU_SIZE" = 4096 && test "$VGPU_STRIDE" = 32 && test "$VGPU_FOURCC" = XR24 && test "$VGPU_MODIFIER" = 0 && od -An -tx1 -N4 <&"$VGPU_FD""#
         let exported = try vgpuctl(["export", uuid, "--socket", ctl, "--exec", "sh", "-c", script])
         #expect(exported.status == 0, "\(exported.err)")
         #expect(exported.out.trimmingCharacters(in: .whitespacesAndNewlines) == "30 20 10 00")

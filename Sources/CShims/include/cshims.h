@@ -57,6 +57,7 @@ int vgpu_convert_to_xrgb8888(uint32_t format, void *dst, const void *src, size_t
 // Swift cannot import function-like macros (_IOW and friends): the request numbers and the
 // flag macros built from them, re-exported. Struct layouts come from the headers above.
 static inline unsigned long vgpu_UDMABUF_CREATE(void) { return UDMABUF_CREATE; }
+static inline unsigned long vgpu_UDMABUF_CREATE_LIST(void) { return UDMABUF_CREATE_LIST; }
 static inline unsigned long vgpu_DMA_BUF_IOCTL_SYNC(void) { return DMA_BUF_IOCTL_SYNC; }
 static inline unsigned long vgpu_DMA_BUF_SET_NAME(void) { return DMA_BUF_SET_NAME; }
 static inline unsigned long vgpu_DMA_HEAP_IOCTL_ALLOC(void) { return DMA_HEAP_IOCTL_ALLOC; }

@@ -1,5 +1,6 @@
 import CShims
 import DisplayChannel
+import HostBuffers
 import Logging
 import Synchronization
 import VirtioCore
@@ -16,6 +17,8 @@ public struct ResourceInfo: Equatable, Sendable {
     public let hostBytes: Int
     public let backingEntryCount: Int
     public let backingBytes: UInt64
+    /// What export hands out: kind, size, coherency (before ASSIGN_UUID: the host copy).
+    public let hostBuffer: HostBufferInfo
     /// Scanouts showing this resource.
     public let scanouts: [UInt32]
     /// When RESOURCE_CREATE_2D made it: wall-clock seconds since the epoch (0 if unknown).
@@ -71,11 +74,13 @@ public final class GPUCommandProcessor: Sendable {
     /// Creation times (wall clock) by resource: touched on create, unref, reset and snapshots only.
     private let createdAt = Mutex<[ResourceID: Double]>([:])
 
-    /// A device with the 2D renderer.
+    /// A device with the 2D renderer, exporting resources as `hostBuffers` allows.
     public convenience init(config: GPUDeviceConfig, display: any DisplaySink, uuids: ResourceUUIDRegistry,
-                            deviceID: GPUDeviceID, events: ResourceEventHub? = nil, logger: Logger = Logger(label: "vgpu.gpu")) {
+                            deviceID: GPUDeviceID, hostBuffers: HostBufferAllocator = .memfdOnly,
+                            events: ResourceEventHub? = nil, logger: Logger = Logger(label: "vgpu.gpu")) {
         let c = config.normalized
-        self.init(config: c, display: display, uuids: uuids, deviceID: deviceID, renderer: Renderer2D(limits: c.limits), events: events, logger: logger)
+        self.init(config: c, display: display, uuids: uuids, deviceID: deviceID,
+                  renderer: Renderer2D(limits: c.limits, hostBuffers: hostBuffers), events: events, logger: logger)
     }
 
     /// A device with a given renderer (virgl later, a recording renderer in tests).
@@ -186,6 +191,11 @@ public final class GPUCommandProcessor: Sendable {
             let id = ResourceID(c.resource_id)
             guard renderer.geometry(of: id) != nil else { throw .invalidResourceID("\(id) does not exist") }
             let had = uuids.uuid(device: deviceID, resource: id)
+            if had == nil, let info = renderer.exportResource(id, memory: memory) {
+                // The host buffer is chosen before the UUID resolves, so no importer ever sees
+                // the UUID without its buffer.
+                if let why = info.shadowReason { logger.info("\(id) exported as \(info.kind.rawValue) (\(info.coherency.rawValue)): \(why)") }
+            }
             let uuid = uuids.assign(device: deviceID, resource: id)
             if had == nil {
                 events?.publish(ResourceEvent(kind: .uuidAssigned, device: deviceID, resource: id, uuid: uuid))
@@ -421,7 +431,7 @@ public final class GPUCommandProcessor: Sendable {
         return renderer.resources().map { r in
             ResourceInfo(id: r.id, uuid: uuids.uuid(device: deviceID, resource: r.id), format: r.geometry.format,
                          width: r.geometry.width, height: r.geometry.height, stride: r.stride, hostBytes: r.hostBytes,
-                         backingEntryCount: r.backingEntryCount, backingBytes: r.backingBytes,
+                         backingEntryCount: r.backingEntryCount, backingBytes: r.backingBytes, hostBuffer: r.hostBuffer,
                          scanouts: heads.indices.filter { heads[$0].resource == r.id }.map { UInt32($0) },
                          createdAt: created[r.id] ?? 0)
         }
@@ -444,9 +454,15 @@ public final class GPUCommandProcessor: Sendable {
         scanouts.withLock { $0.scanouts }
     }
 
-    /// The host buffer of a resource (memfd), for export and inspection.
+    /// The host copy of a resource, for tests and inspection.
     public func hostStorage(of id: ResourceID) -> HostPixelStorage? {
         renderer.hostStorage(of: id)
+    }
+
+    /// A new fd of the resource's host buffer for a consumer (vgpuctl export/dump,
+    /// GET_SHARED_OBJECT), with what it is. The caller owns the fd.
+    public func openHostBuffer(_ id: ResourceID) throws(GPUFailure) -> (fd: Int32, info: HostBufferInfo) {
+        try renderer.openHostBuffer(id)
     }
 }
 

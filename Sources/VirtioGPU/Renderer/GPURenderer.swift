@@ -22,8 +22,12 @@ public struct RendererResourceInfo: Equatable, Sendable {
     public let hostBytes: Int
     public let backingEntryCount: Int
     public let backingBytes: UInt64
+    /// What export hands out (before ASSIGN_UUID: the host copy).
+    public let hostBuffer: HostBufferInfo
 
-    public init(id: ResourceID, geometry: ResourceGeometry, stride: Int, hostBytes: Int, backingEntryCount: Int, backingBytes: UInt64) {
+    public init(id: ResourceID, geometry: ResourceGeometry, stride: Int, hostBytes: Int, backingEntryCount: Int, backingBytes: UInt64,
+                hostBuffer: HostBufferInfo) {
+        self.hostBuffer = hostBuffer
         self.id = id
         self.geometry = geometry
         self.stride = stride
@@ -75,8 +79,18 @@ public protocol GPURenderer: AnyObject, Sendable {
     /// `invalidParameter` if the resource is not 64×64.
     func copyCursorImage(_ id: ResourceID, into destination: UnsafeMutableRawPointer) throws(GPUFailure)
 
-    /// The host buffer behind `id`, if the renderer keeps one (for export and inspection).
+    /// The host copy behind `id`, if the renderer keeps one (for tests and inspection).
     func hostStorage(of id: ResourceID) -> HostPixelStorage?
+
+    /// RESOURCE_ASSIGN_UUID (the first one): gives `id` its host buffer for export, the best kind
+    /// the host buffer allocator allows (zero copy over `memory`'s pages where the backing
+    /// allows). Never fails the command: when nothing better can be had, the host copy is
+    /// exported and the reason recorded. Returns nil for an unknown id.
+    func exportResource(_ id: ResourceID, memory: GuestMemory) -> HostBufferInfo?
+
+    /// A new fd of `id`'s host buffer for a consumer (the caller owns it), with what it is: the
+    /// exported buffer once ASSIGN_UUID made one, else the host copy. Throws `invalidResourceID`.
+    func openHostBuffer(_ id: ResourceID) throws(GPUFailure) -> (fd: Int32, info: HostBufferInfo)
 
     /// Every resource, sorted by id.
     func resources() -> [RendererResourceInfo]
@@ -90,5 +104,9 @@ public protocol GPURenderer: AnyObject, Sendable {
 
 extension GPURenderer {
     public func hostStorage(of id: ResourceID) -> HostPixelStorage? { nil }
+    public func exportResource(_ id: ResourceID, memory: GuestMemory) -> HostBufferInfo? { nil }
+    public func openHostBuffer(_ id: ResourceID) throws(GPUFailure) -> (fd: Int32, info: HostBufferInfo) {
+        throw .invalidResourceID("\(id) has no host buffer")
+    }
     public func backingEntries(of id: ResourceID) -> [BackingEntry]? { geometry(of: id) == nil ? nil : [] }
 }

@@ -1,5 +1,6 @@
 import CShims
 import DisplayChannel
+import HostBuffers
 import Synchronization
 import VirtioCore
 #if canImport(Glibc)
@@ -17,9 +18,12 @@ public final class Renderer2D: GPURenderer {
     private let table: Mutex<ResourceTable>
     /// Conversion buffer for flushes of non-native formats: allocated once, grown, never per command.
     private let scratch = Mutex(ScratchBuffer())
+    /// Makes the host buffers resources are exported as (shared by every device of the process).
+    public let hostBuffers: HostBufferAllocator
 
-    public init(limits: ResourceLimits) {
+    public init(limits: ResourceLimits, hostBuffers: HostBufferAllocator = .memfdOnly) {
         self.table = Mutex(ResourceTable(limits: limits))
+        self.hostBuffers = hostBuffers
     }
 
     public func geometry(of id: ResourceID) -> ResourceGeometry? {
@@ -36,7 +40,7 @@ public final class Renderer2D: GPURenderer {
             // bytes <= maxResourceBytes, checked above, so it fits an Int.
             guard let length = Int(exactly: bytes) else { throw .outOfMemory("\(bytes) bytes") }
             let storage: HostPixelStorage
-            do { storage = try HostPixelStorage(length: length, name: "vgpu-\(id.raw)") }
+            do { storage = try HostPixelStorage(length: length, name: "vgpu:\(id.raw)") }
             catch { throw .outOfMemory("host copy of \(id) (\(bytes) bytes): \(error)") }
             let stride = Int(width) * PixelFormat.bytesPerPixel
             t.insert(Resource2D(id: id, format: format, width: width, height: height, stride: stride, storage: storage))
@@ -64,6 +68,12 @@ public final class Renderer2D: GPURenderer {
             // QEMU (virtio_gpu_find_check_resource with require_backing): ERR_UNSPEC.
             guard r.backing != nil else { throw .unspec("\(id) has no backing") }
             t.setBacking(nil, for: id)
+            // A zero-copy export maps the pages being detached: later consumers get a shadow.
+            // Fds handed out earlier keep those pages (the kernel holds them), now the guest's again.
+            if let e = r.export, e.info.source == .guestRAM, let res = t[id] {
+                let (export, storage) = makeShadowExport(res, reason: "guest backing detached after export")
+                t.setExport(export, storage: storage, for: id)
+            }
         }
     }
 
@@ -87,6 +97,9 @@ public final class Renderer2D: GPURenderer {
             }
             var reader = BackingReader(backing, memory: memory)
             let base = res.storage.base
+            // A dmabuf host copy (dma-heap, DRM dumb shadow) is written between SYNC_START/END.
+            res.storage.buffer.beginCPUAccess(write: true)
+            defer { res.storage.buffer.endCPUAccess(write: true) }
             // Destination offsets lie within the host copy: r is within the resource.
             let firstDst = Int(r.y) * res.stride + Int(r.x) * 4
             if r.x == 0 && r.width == res.width {
@@ -114,6 +127,8 @@ public final class Renderer2D: GPURenderer {
         guard r.lies(within: width, height), !r.isEmpty else { throw .invalidParameter("rect \(r) outside \(id)") }
         // Safety: r lies within the resource, so every row read below is inside the mapping.
         let first = UnsafeRawPointer(storage.base + Int(r.y) * stride + Int(r.x) * 4)
+        storage.buffer.beginCPUAccess(write: false)   // nothing for a memfd host copy
+        defer { storage.buffer.endCPUAccess(write: false) }
         if format.isDisplayNative {
             withExtendedLifetime(storage) { body(first, stride) }
             return
@@ -161,6 +176,86 @@ public final class Renderer2D: GPURenderer {
         table.withLock { $0[id]?.storage }
     }
 
+    public func exportResource(_ id: ResourceID, memory: GuestMemory) -> HostBufferInfo? {
+        table.withLock { t in
+            guard let res = t[id] else { return nil }
+            if let e = res.export { return e.info }
+            var reason: String?
+            if hostBuffers.zeroCopy {
+                if let backing = res.backing {
+                    do {
+                        let needed = UInt64(res.stride) * UInt64(res.height)
+                        let pages = try ZeroCopyPlan.guestPages(backing, memory: memory, needed: needed)
+                        let buffer = try hostBuffers.makeUdmabuf(over: pages, name: "vgpu:\(id.raw)")
+                        let info = HostBufferInfo(kind: .udmabuf, size: buffer.size, coherency: .zeroCopy, source: .guestRAM, exported: true)
+                        t.setExport(ResourceExport(buffer: buffer, info: info), storage: res.storage, for: id)
+                        return info
+                    } catch {
+                        reason = "no zero copy: \(error)"
+                    }
+                } else {
+                    reason = "no zero copy: no backing attached at RESOURCE_ASSIGN_UUID"
+                }
+            }
+            let (export, storage) = makeShadowExport(res, reason: reason)
+            t.setExport(export, storage: storage, for: id)
+            return export.info
+        }
+    }
+
+    /// The best shadow the allocator allows for `res`: a udmabuf over its host copy, else a
+    /// dma-heap or DRM dumb buffer that becomes its host copy, else the host copy memfd.
+    /// Failures fall through to the next kind and are added to `reason`.
+    private func makeShadowExport(_ res: Resource2D, reason: String?) -> (ResourceExport, HostPixelStorage) {
+        var reasons = reason.map { [$0] } ?? []
+        let name = "vgpu:\(res.id.raw)"
+        for kind in hostBuffers.shadowKinds {
+            do throws(HostBufferError) {
+                switch kind {
+                case .udmabuf:
+                    // Shares pages with the host copy: transfers show through with no extra copy.
+                    res.storage.buffer.sealSize()
+                    let pages = MemfdPages(fd: res.storage.fd, offset: 0, length: UInt64(res.storage.buffer.size))
+                    let buffer = try hostBuffers.makeUdmabuf(over: [pages], name: name)
+                    return (ResourceExport(buffer: buffer, info: shadowInfo(buffer, reasons)), res.storage)
+                case .dmaHeap, .drmDumb:
+                    // The dmabuf becomes the host copy: transfers write straight into it.
+                    let buffer = try hostBuffers.makeMapped(kind, size: res.storage.length, name: name)
+                    let storage = try HostPixelStorage(buffer: buffer, length: res.storage.length)
+                    buffer.beginCPUAccess(write: true)
+                    storage.base.copyMemory(from: res.storage.base, byteCount: res.storage.length)
+                    buffer.endCPUAccess(write: true)
+                    return (ResourceExport(buffer: buffer, info: shadowInfo(buffer, reasons)), storage)
+                case .memfd:
+                    res.storage.buffer.sealSize()
+                    return (ResourceExport(buffer: res.storage.buffer, info: shadowInfo(res.storage.buffer, reasons)), res.storage)
+                }
+            } catch {
+                reasons.append("\(kind.rawValue): \(error)")
+            }
+        }
+        // shadowKinds always ends with memfd, which cannot fail above; keep the compiler happy.
+        return (ResourceExport(buffer: res.storage.buffer, info: shadowInfo(res.storage.buffer, reasons)), res.storage)
+    }
+
+    private func shadowInfo(_ buffer: HostBuffer, _ reasons: [String]) -> HostBufferInfo {
+        HostBufferInfo(kind: buffer.kind, size: buffer.size, coherency: .onTransfer, source: .hostCopy, exported: true,
+                       shadowReason: reasons.isEmpty ? nil : reasons.joined(separator: "; "))
+    }
+
+    public func openHostBuffer(_ id: ResourceID) throws(GPUFailure) -> (fd: Int32, info: HostBufferInfo) {
+        // Taken under the lock, opened after it: the strong reference keeps the buffer alive.
+        let found = table.withLock { t in t[id].map { ($0.export?.buffer ?? $0.storage.buffer, Self.info(of: $0)) } }
+        guard let (buffer, info) = found else { throw .invalidResourceID("\(id) does not exist") }
+        do { return (try buffer.exportFD(), info) } catch { throw .unspec("export of \(id): \(error)") }
+    }
+
+    /// What export hands out for `r`: its export, or (before ASSIGN_UUID) its host copy.
+    static func info(of r: Resource2D) -> HostBufferInfo {
+        r.export?.info ?? HostBufferInfo(kind: r.storage.buffer.kind, size: r.storage.buffer.size, coherency: .onTransfer,
+                                         source: .hostCopy, exported: false)
+    }
+
     public func backingEntries(of id: ResourceID) -> [BackingEntry]? {
         table.withLock { t in t[id].map { $0.backing?.entries ?? [] } }
     }
@@ -170,7 +265,8 @@ public final class Renderer2D: GPURenderer {
             t.resources.values.sorted { $0.id < $1.id }.map { r in
                 RendererResourceInfo(id: r.id, geometry: ResourceGeometry(format: r.format, width: r.width, height: r.height),
                                      stride: r.stride, hostBytes: r.storage.length,
-                                     backingEntryCount: r.backing?.entries.count ?? 0, backingBytes: r.backing?.totalLength ?? 0)
+                                     backingEntryCount: r.backing?.entries.count ?? 0, backingBytes: r.backing?.totalLength ?? 0,
+                                     hostBuffer: Self.info(of: r))
             }
         }
     }

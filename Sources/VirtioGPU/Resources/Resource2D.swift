@@ -9,8 +9,11 @@ public struct Resource2D: Sendable {
     public let height: UInt32
     /// Bytes per row of the host copy: `width * 4`.
     public let stride: Int
-    /// Host buffer namespace: the memfd-backed host copy.
-    public let storage: HostPixelStorage
+    /// Host buffer namespace: the host copy (a memfd; a dma-heap or DRM dumb dmabuf once
+    /// exported as one).
+    public internal(set) var storage: HostPixelStorage
+    /// The buffer export hands out, chosen at the first RESOURCE_ASSIGN_UUID.
+    var export: ResourceExport?
     /// Guest DMA namespace: where TRANSFER_TO_HOST_2D reads from; nil until ATTACH_BACKING.
     public var backing: BackingStore?
 

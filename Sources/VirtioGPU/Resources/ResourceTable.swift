@@ -55,6 +55,12 @@ struct ResourceTable {
         resources[id]?.backing = backing
     }
 
+    /// Replaces a resource's host copy (same length) and export.
+    mutating func setExport(_ export: ResourceExport?, storage: HostPixelStorage, for id: ResourceID) {
+        resources[id]?.storage = storage
+        resources[id]?.export = export
+    }
+
     mutating func removeAll() {
         resources.removeAll()
         totalBytes = 0

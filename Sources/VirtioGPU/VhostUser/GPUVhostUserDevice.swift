@@ -79,12 +79,12 @@ public final class GPUVhostUserDevice: VhostUserDevice {
         for uuid in published { channel.send(.sharedObjectRemove, payload: uuid.bytes, waitForAck: false) }
     }
 
-    /// GET_SHARED_OBJECT: a read-only reopen of the resource's host buffer, for UUIDs of this device.
+    /// GET_SHARED_OBJECT: the resource's exported host buffer (a dmabuf where the host makes
+    /// them, else a read-only reopen of the sealed memfd), for UUIDs of this device.
     public func sharedObject(uuid bytes: [UInt8]) -> OwnedFileDescriptor? {
-        guard let uuid = ResourceUUID(bytes: bytes), let owner = processor.uuids.lookup(uuid), owner.device == processor.deviceID,
-              let storage = processor.hostStorage(of: owner.resource)
+        guard let uuid = ResourceUUID(bytes: bytes), let owner = processor.uuids.lookup(uuid), owner.device == processor.deviceID
         else { return nil }
-        do { return OwnedFileDescriptor(try storage.openReadOnlyExport()) } catch {
+        do { return OwnedFileDescriptor(try processor.openHostBuffer(owner.resource).fd) } catch {
             logger.warning("GET_SHARED_OBJECT \(uuid): \(error)")
             return nil
         }
