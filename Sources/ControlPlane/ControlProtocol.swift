@@ -49,8 +49,8 @@ public struct ControlError: Codable, Equatable, Sendable, Error, CustomStringCon
     public var description: String { message }
 }
 
-/// A host buffer as the control socket describes it. `kind` is what the fd really is:
-/// `memfd` here (no dmabuf is made on this path; nothing is called a dmabuf that is not one).
+/// A host buffer as the control socket describes it. `kind` is what the fd really is: a
+/// dmabuf kind only when the kernel made one; nothing is called a dmabuf that is not one.
 public struct HostBufferSummary: Codable, Equatable, Sendable {
     /// "udmabuf", "dma-heap", "drm-dumb" (dmabufs) or "memfd".
     public var kind: String
@@ -126,6 +126,9 @@ public struct BufferLayout: Codable, Equatable, Sendable {
     /// ("zero-copy" or "on-transfer"); absent from older servers.
     public var kind: String?
     public var coherency: String?
+    /// True when the UUID belongs to no device of this backend and was resolved through the
+    /// frontend (SHARED_OBJECT_LOOKUP): then only `handleType` and `size` are known.
+    public var foreign: Bool?
     public var format: String
     public var fourcc: String
     /// The DRM fourcc code (drm_fourcc.h) as a number.

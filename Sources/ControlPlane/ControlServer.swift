@@ -280,7 +280,16 @@ struct ControlHandler {
                 if method == .export, let r = request.resource, ResourceUUID(string: r) == nil {
                     throw ControlError(.badRequest, "export takes a UUID (resources are exported by UUID only); got \"\(r)\"")
                 }
-                let (entry, info) = try resolve(request.resource)
+                let resolved: (DeviceDirectory.Entry, ResourceInfo)
+                do { resolved = try resolve(request.resource) } catch {
+                    // Not ours: a device whose frontend may be asked (SHARED_OBJECT_LOOKUP) can resolve it.
+                    if method == .export, error.code == .notFound, let r = request.resource, let uuid = ResourceUUID(string: r),
+                       let reply = exportForeign(uuid, request: request) {
+                        return reply
+                    }
+                    throw error
+                }
+                let (entry, info) = resolved
                 let opened: (fd: Int32, info: VirtioGPU.HostBufferInfo)
                 do { opened = try entry.processor.openHostBuffer(info.id) } catch {
                     if error.error == .invalidResourceID {
@@ -306,6 +315,27 @@ struct ControlHandler {
         } catch {
             return .response(.failure(request.id, ControlError(.internalError, "\(error)")))
         }
+    }
+
+    /// A UUID no device here owns, asked of each device's frontend in turn. The owner is
+    /// elsewhere, so only what the fd itself says is known: it is a dmabuf or memfd of `size`
+    /// bytes; format and geometry are not (reported as "unknown" and 0, `foreign: true`).
+    func exportForeign(_ uuid: ResourceUUID, request: ControlRequest) -> ControlReply? {
+        for d in directory.devices() {
+            guard let ask = d.lookupForeign, let raw = ask(uuid) else { continue }
+            let fd = OwnedFileDescriptor(raw)
+            let size = Int(lseek(raw, 0, SEEK_END))
+            var link = [CChar](repeating: 0, count: 256)
+            let n = readlink("/proc/self/fd/\(raw)", &link, 255)
+            let target = n > 0 ? String(decoding: link.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
+            var layout = BufferLayout(uuid: uuid.description, device: d.id.raw, resource: 0,
+                                      handleType: target.hasPrefix("/memfd:") ? "memfd" : "dmabuf",
+                                      format: "unknown", fourcc: "", drmFormat: 0, width: 0, height: 0, stride: 0, offset: 0,
+                                      size: max(0, size), modifier: DRMFourCC.linearModifier)
+            layout.foreign = true
+            return .withFD(.success(request.id, ControlResult(buffer: layout)), fd)
+        }
+        return nil
     }
 
     func summary(_ r: ResourceInfo, device: GPUDeviceID, now: Double) -> ResourceSummary {

@@ -74,6 +74,9 @@ struct Serve: ParsableCommand {
     @Option(name: [.customLong("dmabuf-scanout")], help: "Show scanouts whose resource has a dmabuf through QEMU's DMABUF_SCANOUT/UPDATE: on, off, or auto (on with --virgl, where QEMU's display must have GL). Pixel updates are used otherwise and whenever QEMU stops answering.")
     var dmabufScanout: DMABUFScanoutMode = .auto
 
+    @Flag(name: [.customLong("shared-object-lookup")], help: "Resolve UUIDs no device of this process owns (vgpuctl export) through QEMU's shared-object table (SHARED_OBJECT_LOOKUP). Off by default: QEMU 10 aborts on a lookup of a UUID that another vhost-user device added.")
+    var sharedObjectLookup = false
+
     func validate() throws {
         if controlSocket != nil && noControlSocket { throw ValidationError("--control-socket and --no-control-socket cannot be used together") }
         if printCapabilities { return }
@@ -116,6 +119,7 @@ struct Serve: ParsableCommand {
         config.numScanouts = maxOutputs
         config.maxTotalBytes = maxResourceMemoryMiB << 20
         let deviceConfig = config
+        let lookup = sharedObjectLookup
         let allocator: HostBufferAllocator
         do { allocator = try HostBufferAllocator(preference: hostBuffers) } catch { throw ValidationError(error.message) }
         logger.info("host buffers (\(hostBuffers.rawValue)): \(allocator.zeroCopy ? "zero copy over guest RAM with udmabuf; " : "")shadows: \(allocator.shadowKinds.map(\.rawValue).joined(separator: ", "))")
@@ -125,7 +129,8 @@ struct Serve: ParsableCommand {
             deviceLogger[metadataKey: "device"] = "\(id)"
             let processor = GPUCommandProcessor(config: deviceConfig, display: NullDisplay(), uuids: registry, deviceID: id,
                                                 hostBuffers: allocator, events: directory.events, logger: deviceLogger)
-            return GPUVhostUserDevice(processor: processor, logger: deviceLogger, directory: directory, label: label)
+            return GPUVhostUserDevice(processor: processor, logger: deviceLogger, directory: directory, label: label,
+                                      sharedObjectLookup: lookup)
         }
         let control = try startControlSocket(directory: directory, logger: logger)
         defer { control?.stop() }

@@ -1,4 +1,5 @@
 import CShims
+import ControlPlane
 import Foundation
 import Testing
 import VGPUTestSupport
@@ -18,12 +19,19 @@ final class BackendChannelPeer: @unchecked Sendable {
     private var received: [VhostUserMessage] = []
     private let ended = DispatchSemaphore(value: 0)
 
-    init(fd: OwnedFileDescriptor, ack: Bool) {
+    /// `lookup` answers SHARED_OBJECT_LOOKUP the way QEMU 10 does: u64 0, with the fd it
+    /// returns (borrowed) when it knows the UUID, without one otherwise.
+    init(fd: OwnedFileDescriptor, ack: Bool, lookup: (@Sendable ([UInt8]) -> Int32?)? = nil) {
         self.fd = fd
         startThread(name: "backend-peer") { [self] in
             while let m = try? VhostUserMessage.read(from: fd.rawValue) {
                 lock.withLock { received.append(m) }
-                if ack, m.header.needsReply {
+                if m.header.request == VhostUserBackendRequest.sharedObjectLookup.rawValue, let lookup {
+                    let found = lookup(m.payload)
+                    try? VhostUserMessage.write(to: fd.rawValue, request: m.header.request,
+                                                flags: VhostUserHeaderFlags.version | VhostUserHeaderFlags.reply,
+                                                payload: WireWriter().u64(0).bytes, fds: found.map { [$0] } ?? [])
+                } else if ack, m.header.needsReply {
                     try? VhostUserMessage.write(to: fd.rawValue, request: m.header.request,
                                                 flags: VhostUserHeaderFlags.version | VhostUserHeaderFlags.reply, payload: WireWriter().u64(0).bytes)
                 }
@@ -52,14 +60,15 @@ final class BackendChannelPeer: @unchecked Sendable {
     }
 
     /// A rig whose frontend negotiated SHARED_OBJECT and gave the backend its channel.
-    func sharedRig(ack: Bool = true, ackTimeout: Double = 1.0) throws -> (GPURig, BackendChannelPeer) {
-        let rig = try GPURig(backendAckTimeout: ackTimeout)
+    func sharedRig(ack: Bool = true, ackTimeout: Double = 1.0, directory: DeviceDirectory? = nil, lookup: Bool = false,
+                   answer: (@Sendable ([UInt8]) -> Int32?)? = nil) throws -> (GPURig, BackendChannelPeer) {
+        let rig = try GPURig(directory: directory, backendAckTimeout: ackTimeout, sharedObjectLookup: lookup)
         let f = rig.driver.frontend
         try f.setProtocolFeatures(f.protocolFeatures.union([.backendReq, .sharedObject]))
         let (mine, theirs) = try UnixSocket.pair()
         #expect(try f.setBackendReqFD(theirs.rawValue))
         _ = theirs   // our copy closes when this returns; the backend has its own dup
-        return (rig, BackendChannelPeer(fd: mine, ack: ack))
+        return (rig, BackendChannelPeer(fd: mine, ack: ack, lookup: answer))
     }
 
     @Test func protocolFeaturesAreOffered() throws {
@@ -163,5 +172,48 @@ final class BackendChannelPeer: @unchecked Sendable {
         #expect(try f.setBackendReqFD(d.rawValue))
         _ = (a, c)
         #expect(rig.disconnect())
+    }
+}
+
+extension SharedObjectTests {
+    /// A UUID no device here owns: `vgpuctl export` asks the frontend (SHARED_OBJECT_LOOKUP) and
+    /// hands out the fd it answers with; unknown UUIDs stay not-found; without
+    /// --shared-object-lookup nothing is asked.
+    @Test func exportOfAForeignUUIDIsLookedUp() throws {
+        let foreign = ResourceUUID.random()
+        let memfd = vgpu_memfd_create("foreign-object", UInt32(MFD_CLOEXEC))
+        #expect(memfd >= 0)
+        defer { close(memfd) }
+        #expect(ftruncate(memfd, 8192) == 0)
+        #expect(pwrite(memfd, [UInt8]([0xC0, 0xFF, 0xEE]), 3, 100) == 3)
+        let known = foreign.bytes
+        for enabled in [true, false] {
+            let directory = DeviceDirectory()
+            let (rig, peer) = try sharedRig(directory: directory, lookup: enabled, answer: { $0 == known ? memfd : nil })
+            let path = ControlSocketTests.socketPath("lookup-\(enabled)")
+            let server = try ControlServer(path: path, directory: directory, logger: GPURig.logger())
+            server.start()
+            defer { server.stop(); _ = rig.disconnect() }
+            let client = try ControlClient(path: path)
+            if enabled {
+                let (result, fd) = try client.call(.export, resource: foreign.description)
+                let b = try #require(result.buffer)
+                #expect(b.foreign == true && b.handleType == "memfd" && b.size == 8192 && b.uuid == foreign.description)
+                var got = [UInt8](repeating: 0, count: 3)
+                #expect(pread(try #require(fd).rawValue, &got, 3, 100) == 3)
+                #expect(got == [0xC0, 0xFF, 0xEE])
+                #expect(peer.messages.contains { $0.header.request == VhostUserBackendRequest.sharedObjectLookup.rawValue && $0.payload == known })
+            }
+            // A UUID nobody knows: asked (when enabled), answered without an fd: not-found.
+            #expect(throws: (any Error).self) { try client.call(.export, resource: ResourceUUID.random().description) }
+            let lookups = peer.messages.filter { $0.header.request == VhostUserBackendRequest.sharedObjectLookup.rawValue }.count
+            #expect(lookups == (enabled ? 2 : 0))
+            // The device goes on: its own UUIDs are never looked up.
+            _ = try rig.makeResource(id: 1, width: 8, height: 8, pixels: [UInt8](repeating: 1, count: 256))
+            let mine = try #require(uuid(try rig.driver.assignUUID(id: 1)))
+            let (own, ownFD) = try client.call(.export, resource: ResourceUUID(bytes: mine)!.description)
+            #expect(own.buffer?.foreign == nil && ownFD != nil)
+            #expect(peer.messages.filter { $0.header.request == VhostUserBackendRequest.sharedObjectLookup.rawValue }.count == lookups)
+        }
     }
 }

@@ -64,23 +64,66 @@ public final class BackendRequestChannel: Sendable {
         }
     }
 
+    /// What SHARED_OBJECT_LOOKUP found.
+    public enum LookupOutcome: Sendable {
+        /// The frontend answered 0 with an fd.
+        case found(OwnedFileDescriptor)
+        /// The frontend answered without an fd (QEMU 10 answers 0 with no fd for unknown UUIDs),
+        /// or with this non-zero status.
+        case notFound(status: UInt64)
+        /// No answer in time, or the channel is broken: nothing is known.
+        case noAnswer
+    }
+
+    /// BACKEND_SHARED_OBJECT_LOOKUP: asks the frontend for the fd of a UUID this process does not
+    /// own. The reply is awaited (bounded, interruptible) whatever REPLY_ACK says: it carries
+    /// the answer. Never call this on the connection thread.
+    public func lookup(uuid: [UInt8]) -> LookupOutcome {
+        sendLock.withLock { _ -> LookupOutcome in
+            guard !broken.load(ordering: .acquiring) else { return .noAnswer }
+            EventFD.drain(wake.rawValue)
+            let flags = VhostUserHeaderFlags.version | VhostUserHeaderFlags.needReply
+            do {
+                try VhostUserMessage.write(to: socket.rawValue, request: VhostUserBackendRequest.sharedObjectLookup.rawValue, flags: flags, payload: uuid)
+            } catch {
+                broken.store(true, ordering: .releasing)
+                return .noAnswer
+            }
+            guard let m = awaitReply(.sharedObjectLookup) else {
+                broken.store(true, ordering: .releasing)
+                return .noAnswer
+            }
+            let status = WireReader(m.payload).u64(0)
+            var fds = m.fds
+            if status == 0, !fds.isEmpty { return .found(fds.removeFirst()) }
+            return .notFound(status: status)
+        }
+    }
+
     private func awaitAck(_ request: VhostUserBackendRequest) -> Outcome {
+        guard let m = awaitReply(request) else { return .noAck }
+        let status = WireReader(m.payload).u64(0)
+        return status == 0 ? .ok : .refused(status)
+    }
+
+    /// The frontend's reply to `request` (REPLY flag, u64 payload), or nil on timeout, interrupt,
+    /// EOF or a message that is not that reply.
+    private func awaitReply(_ request: VhostUserBackendRequest) -> VhostUserMessage? {
         var fds = [pollfd(fd: socket.rawValue, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: wake.rawValue, events: Int16(POLLIN), revents: 0)]
         let deadline = monotonicSeconds() + ackTimeout
         while true {
             let left = deadline - monotonicSeconds()
-            guard left > 0 else { return .noAck }
+            guard left > 0 else { return nil }
             let n = poll(&fds, 2, Int32(min(left * 1000, 1_000_000)) + 1)
-            if n < 0 { if errno == EINTR { continue }; return .noAck }
+            if n < 0 { if errno == EINTR { continue }; return nil }
             if n == 0 { continue }
-            if fds[1].revents != 0 { EventFD.drain(wake.rawValue); return .noAck }
+            if fds[1].revents != 0 { EventFD.drain(wake.rawValue); return nil }
             guard fds[0].revents != 0 else { continue }
             guard let m = try? VhostUserMessage.read(from: socket.rawValue),
                   m.header.request == request.rawValue, m.header.flags & VhostUserHeaderFlags.reply != 0, m.payload.count == 8
-            else { return .noAck }
-            let status = WireReader(m.payload).u64(0)
-            return status == 0 ? .ok : .refused(status)
+            else { return nil }
+            return m
         }
     }
 

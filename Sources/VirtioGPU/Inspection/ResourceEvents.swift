@@ -136,6 +136,10 @@ public final class DeviceDirectory: Sendable {
         public let processor: GPUCommandProcessor
         /// Wall-clock seconds since the epoch.
         public let connectedAt: Double
+        /// Asks the device's frontend for a UUID no device of this process owns (vhost-user
+        /// SHARED_OBJECT_LOOKUP); nil when the device cannot or may not ask. Returns an fd the
+        /// caller owns, or nil.
+        public let lookupForeign: (@Sendable (ResourceUUID) -> Int32?)?
     }
 
     public let events = ResourceEventHub()
@@ -143,8 +147,8 @@ public final class DeviceDirectory: Sendable {
 
     public init() {}
 
-    public func register(_ processor: GPUCommandProcessor, label: String) {
-        let e = Entry(id: processor.deviceID, label: label, processor: processor, connectedAt: wallClockSeconds())
+    public func register(_ processor: GPUCommandProcessor, label: String, lookupForeign: (@Sendable (ResourceUUID) -> Int32?)? = nil) {
+        let e = Entry(id: processor.deviceID, label: label, processor: processor, connectedAt: wallClockSeconds(), lookupForeign: lookupForeign)
         entries.withLock { $0[e.id] = e }
         events.publish(ResourceEvent(kind: .deviceConnected, device: e.id, time: e.connectedAt))
     }

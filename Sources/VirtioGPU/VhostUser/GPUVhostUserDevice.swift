@@ -34,12 +34,25 @@ public final class GPUVhostUserDevice: VhostUserDevice {
     private let directory: DeviceDirectory?
 
     /// With a `directory`, the device is listed there (for the control socket) from now until
-    /// the frontend disconnects; `label` says where it is served.
-    public init(processor: GPUCommandProcessor, logger: Logger, directory: DeviceDirectory? = nil, label: String = "") {
+    /// the frontend disconnects; `label` says where it is served. With `sharedObjectLookup`,
+    /// UUIDs no device of this process owns are asked of the frontend (SHARED_OBJECT_LOOKUP):
+    /// off by default because QEMU 10 aborts on a LOOKUP of a UUID another vhost-user device
+    /// added (virtio_lookup_dmabuf asserts the entry is a dmabuf).
+    public init(processor: GPUCommandProcessor, logger: Logger, directory: DeviceDirectory? = nil, label: String = "",
+                sharedObjectLookup: Bool = false) {
         self.processor = processor
         self.logger = logger
         self.directory = directory
-        directory?.register(processor, label: label)
+        // The closure holds the device weakly: the directory must not keep it alive.
+        final class WeakDevice: Sendable { weak let device: GPUVhostUserDevice?; init(_ d: GPUVhostUserDevice) { device = d } }
+        let lookup: (@Sendable (ResourceUUID) -> Int32?)?
+        if sharedObjectLookup {
+            let weakSelf = WeakDevice(self)
+            lookup = { uuid in weakSelf.device?.lookupForeign(uuid) }
+        } else {
+            lookup = nil
+        }
+        directory?.register(processor, label: label, lookupForeign: lookup)
         // Weak: the processor outlives nothing of ours, but must not keep the device alive.
         processor.setUUIDObserver { [weak self] change in self?.uuidChanged(change) }
     }
@@ -86,6 +99,23 @@ public final class GPUVhostUserDevice: VhostUserDevice {
         else { return nil }
         do { return OwnedFileDescriptor(try processor.openHostBuffer(owner.resource).fd) } catch {
             logger.warning("GET_SHARED_OBJECT \(uuid): \(error)")
+            return nil
+        }
+    }
+
+    /// SHARED_OBJECT_LOOKUP on this device's backend channel: an fd (the caller owns it) if the
+    /// frontend knows the UUID. Runs on the control socket's thread, never on the connection's.
+    func lookupForeign(_ uuid: ResourceUUID) -> Int32? {
+        guard processor.uuids.lookup(uuid) == nil, let channel = sharedObjects.withLock({ $0.channel }) else { return nil }
+        switch channel.lookup(uuid: uuid.bytes) {
+        case let .found(fd):
+            let raw = dup(fd.rawValue)
+            return raw >= 0 ? raw : nil
+        case let .notFound(status):
+            logger.debug("SHARED_OBJECT_LOOKUP \(uuid): not found (status \(status))")
+            return nil
+        case .noAnswer:
+            logger.warning("SHARED_OBJECT_LOOKUP \(uuid): no answer; backend channel given up")
             return nil
         }
     }
