@@ -405,7 +405,8 @@ public final class VhostUserGPUDisplay: DisplaySink {
     /// (then only `DisplayDMABUF.linearModifier` is allowed), with a duplicate of `buffer.fd` as
     /// SCM_RIGHTS; the caller keeps its fd. nil sends DMABUF_SCANOUT without an fd: QEMU drops
     /// its dmabuf and disables the GL scanout. Waits (bounded by `Options.timeout`) for the
-    /// protocol feature reply if it has not been read yet. Returns true if sent.
+    /// protocol feature reply if it has not been read yet, so never call it from the vhost-user
+    /// thread (QEMU answers nothing while it waits for that thread). Returns true if sent.
     ///
     /// QEMU 10 imports the buffer with the scanout's width and height but ignores `rect.x` and
     /// `rect.y` (it shows the buffer from its top-left corner); they are sent as given.
