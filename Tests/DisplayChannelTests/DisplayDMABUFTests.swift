@@ -26,6 +26,18 @@ func makeBuffer(_ name: String, bytes: [UInt8]) throws -> FileDescriptor {
     return fd
 }
 
+/// Compares pixels without printing both arrays on a mismatch.
+func expectSamePixels(_ got: [UInt8]?, _ expected: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) {
+    guard let got else {
+        Issue.record("no pixels", sourceLocation: sourceLocation)
+        return
+    }
+    if got != expected {
+        let first = zip(got, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(got.count, expected.count)
+        Issue.record("pixels differ from byte \(first) (\(got.count) vs \(expected.count) bytes)", sourceLocation: sourceLocation)
+    }
+}
+
 /// Open fds of this process whose target names the memfd `name`.
 func openCount(ofMemfd name: String) -> Int {
     openFDSet().filter { $0.contains("/memfd:\(name)") }.count
@@ -135,12 +147,12 @@ struct DisplayDMABUFTests {
         #expect(pair.peer.state.enabledFeatures == [.edid, .dmabuf2])
 
         let fb = try #require(pair.peer.dmabufFramebuffer(scanout: 0))
-        #expect(fb.pixels == packed(pixels, stride: Self.stride, rect: Self.full))
+        expectSamePixels(fb.pixels, packed(pixels, stride: Self.stride, rect: Self.full))
 
         // The sender's later writes show through the peer's mapping: one buffer, no copy.
         let second = pattern(width: Self.w, height: Self.h, stride: Self.stride, seed: 99)
         _ = try fd.writeAll(toAbsoluteOffset: 0, second)
-        #expect(pair.peer.dmabufFramebuffer(scanout: 0)?.pixels == packed(second, stride: Self.stride, rect: Self.full))
+        expectSamePixels(pair.peer.dmabufFramebuffer(scanout: 0)?.pixels, packed(second, stride: Self.stride, rect: Self.full))
         #expect(pair.peer.state.errors.isEmpty)
     }
 
@@ -153,7 +165,7 @@ struct DisplayDMABUFTests {
         #expect(pair.display.scanoutDMABUF(0, rect: rect, buffer: buffer))
         #expect(pair.peer.waitFor(timeout: .seconds(5)) { $0.dmabufScanouts[0] != nil })
         #expect(pair.peer.state.dmabufScanouts[0]?.rect == rect)
-        #expect(pair.peer.dmabufFramebuffer(scanout: 0)?.pixels == packed(pixels, stride: Self.stride, rect: rect))
+        expectSamePixels(pair.peer.dmabufFramebuffer(scanout: 0)?.pixels, packed(pixels, stride: Self.stride, rect: rect))
     }
 
     @Test func plainScanoutWithoutDMABUF2() throws {
@@ -178,7 +190,7 @@ struct DisplayDMABUFTests {
             #expect(got.request == .dmabufScanout)
             #expect(got.modifier == nil)
             #expect(got.fileID == PeerDMABUF.FileID(fd: fd.rawValue))
-            #expect(pair.peer.dmabufFramebuffer(scanout: 0)?.pixels == packed(pixels, stride: Self.stride, rect: Self.full))
+            expectSamePixels(pair.peer.dmabufFramebuffer(scanout: 0)?.pixels, packed(pixels, stride: Self.stride, rect: Self.full))
             #expect(pair.peer.state.count(.dmabufScanout2) == 0)
             #expect(pair.peer.state.count(.dmabufScanout) == 1)
             #expect(pair.peer.state.fdsReceived == 1)
@@ -223,7 +235,7 @@ struct DisplayDMABUFTests {
         }
         #expect(pair.peer.waitFor(timeout: .seconds(10)) { $0.count(.dmabufScanout2) == 100 && $0.count(.dmabufScanout) == 50 })
         #expect(pair.peer.state.dmabufScanouts[0]?.fileID == PeerDMABUF.FileID(fd: fdB.rawValue))
-        #expect(pair.peer.dmabufFramebuffer(scanout: 0)?.pixels == packed(pixelsB, stride: Self.stride, rect: Self.full))
+        expectSamePixels(pair.peer.dmabufFramebuffer(scanout: 0)?.pixels, packed(pixelsB, stride: Self.stride, rect: Self.full))
         #expect(pair.peer.state.fdsReceived == 100)
         #expect(pair.peer.state.errors.isEmpty)
         // The peer closed every buffer it replaced.
