@@ -82,7 +82,7 @@ let package = Package(
         .target(name: "VGPUTestSupport", path: "Tests/VGPUTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "CShims"], swiftSettings: swiftSettings),
         .testTarget(name: "VhostUserTests", dependencies: ["VGPUTestSupport", "VhostUser", "VhostUserFrontend", "VirtioCore", "CShims", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
-        .testTarget(name: "DisplayChannelTests", dependencies: ["DisplayChannel", "CShims", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: swiftSettings),
+        .testTarget(name: "DisplayChannelTests", dependencies: ["DisplayChannel", "CShims", "VGPUTestSupport", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: swiftSettings),
         .testTarget(name: "VirtioGPUTests", dependencies: ["VirtioGPU", "VirtioCore", "CShims", "HostBuffers"], swiftSettings: swiftSettings),
         .testTarget(name: "EndToEndTests", dependencies: ["VGPUTestSupport",
             "VhostUserFrontend", "VhostUser", "VirtioGPU", "DisplayChannel", "VirtioCore", "CShims", "ControlPlane", "HostBuffers",

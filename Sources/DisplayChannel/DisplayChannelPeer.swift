@@ -2,7 +2,8 @@
 // It answers like QEMU 10's hw/display/vhost-user-gpu.c: replies echo the request code with
 // flags 0x4; GET_PROTOCOL_FEATURES, GET_DISPLAY_INFO, GET_EDID (only for scanout ids below
 // max_outputs) and DMABUF_UPDATE are answered, nothing else. It also keeps what QEMU would show
-// (a framebuffer per scanout, the cursor) and notes every message QEMU would choke on.
+// (a framebuffer per scanout, the cursor, the dmabuf fd per scanout) and notes every message
+// QEMU would choke on.
 
 #if canImport(Glibc)
 import Glibc
@@ -54,11 +55,27 @@ public struct PeerCursor: Sendable, Equatable {
 
 /// A DMABUF_SCANOUT(2) as received.
 public struct PeerDMABUF: Sendable, Equatable {
+    /// `.dmabufScanout` or `.dmabufScanout2`.
+    public var request: DisplayRequest
+    /// The payload as sent: scanout id, rect, fd_width/fd_height/fd_stride/fd_flags, fourcc.
     public var scanout: DisplayDMABUFScanout
     /// Set for DMABUF_SCANOUT2.
     public var modifier: UInt64?
     /// (st_dev, st_ino) of the fd that came with it, nil if none (disable).
     public var fileID: FileID?
+    /// The fd received with it, -1 if none (disable). Owned by the peer, like QEMU keeps it:
+    /// open until the next DMABUF_SCANOUT(2) for this scanout or the peer's `close()`. Read its
+    /// pixels with `DisplayChannelPeer.dmabufFramebuffer(scanout:)`.
+    public var fd: Int32
+
+    public init(request: DisplayRequest, scanout: DisplayDMABUFScanout, modifier: UInt64?, fileID: FileID?, fd: Int32) {
+        self.request = request; self.scanout = scanout; self.modifier = modifier; self.fileID = fileID; self.fd = fd
+    }
+
+    /// The scanout's rect within the buffer.
+    public var rect: PixelRect { scanout.rect }
+    /// True when a buffer came with it (false: the scanout was disabled).
+    public var isEnabled: Bool { fd >= 0 }
 
     public struct FileID: Sendable, Equatable, Hashable {
         public var device: UInt64
@@ -86,8 +103,12 @@ public struct DisplayPeerState: Sendable {
     public var framebuffers: [UInt32: PeerFramebuffer] = [:]
     public var cursor = PeerCursor()
     public var cursorUpdates = 0
+    /// The last DMABUF_SCANOUT(2) per scanout (below max_outputs), with the fd it holds.
     public var dmabufScanouts: [UInt32: PeerDMABUF] = [:]
+    /// Every DMABUF_UPDATE received, in order (answered or not).
     public var dmabufUpdates: [DisplayUpdateHeader] = []
+    /// DMABUF_UPDATE replies sent.
+    public var dmabufUpdateReplies = 0
     /// UPDATE messages and their pixel bytes (counted in both modes).
     public var updateFrames = 0
     public var updatePixelBytes = 0
@@ -127,7 +148,8 @@ public final class DisplayChannelPeer: Sendable {
         public var storePixels = true
         /// Record every message kind in `log`.
         public var recordLog = true
-        /// Answer DMABUF_UPDATE (QEMU does once flushed).
+        /// Answer DMABUF_UPDATE (QEMU does once flushed); false never answers it. The initial
+        /// mode of `setDMABUFUpdateReplies(_:)`.
         public var replyToDMABUFUpdate = true
         /// Test hook: for a request QEMU answers, return raw bytes to send instead of the normal
         /// reply ([] sends nothing).
@@ -202,6 +224,34 @@ public final class DisplayChannelPeer: Sendable {
         core.wake.signal()
     }
 
+    /// How the peer answers DMABUF_UPDATE from now on.
+    public enum DMABUFUpdateReplies: Sendable {
+        /// At once (QEMU with a console that flushes at once, or without GL).
+        case answer
+        /// Not yet: replies are owed and sent, in order, when the mode goes back to `.answer`
+        /// (QEMU while its GL display has not flushed).
+        case hold
+        /// Never (a broken peer).
+        case drop
+    }
+
+    /// Switches how DMABUF_UPDATE is answered; `.answer` first sends the replies held so far.
+    public func setDMABUFUpdateReplies(_ mode: DMABUFUpdateReplies) {
+        core.setDMABUFUpdateReplies(mode)
+    }
+
+    /// `rect` of scanout `id`'s dmabuf as the display would read it: maps the fd the peer holds
+    /// (read-only, shared) and copies the rect's rows, 4 bytes per pixel, rows as stored (no
+    /// flip without Y_0_TOP). nil without a buffer, or when the layout runs past the end of the
+    /// file (reading there would SIGBUS).
+    public func dmabufFramebuffer(scanout id: UInt32) -> PeerFramebuffer? {
+        // Under the lock: the reader thread cannot close the fd meanwhile.
+        core.shared.withLock { s in
+            guard let d = s.dmabufScanouts[id], d.fd >= 0 else { return nil }
+            return PeerCore.readPixels(fd: d.fd, d.scanout)
+        }
+    }
+
     /// Writes raw bytes to the backend (tests: unsolicited or malformed messages).
     public func sendRaw(_ bytes: [UInt8]) {
         core.send(bytes)
@@ -224,12 +274,15 @@ final class PeerCore: Sendable {
     let stopping = Atomic<Bool>(false)
     let thread: Mutex<pthread_t?>
     let sendLock = Mutex<Bool>(true)
+    /// DMABUF_UPDATE reply mode and the replies held back in `.hold`.
+    let dmabufReplies: Mutex<(mode: DisplayChannelPeer.DMABUFUpdateReplies, held: Int)>
 
     init(socket: FileDescriptor, configuration: DisplayChannelPeer.Configuration) throws(Errno) {
         self.socket = socket.rawValue
         self.configuration = configuration
         self.shared = Mutex(DisplayPeerState())
         self.thread = Mutex(nil)
+        self.dmabufReplies = Mutex((configuration.replyToDMABUFUpdate ? .answer : .drop, 0))
         do throws(Errno) {
             self.wake = try WakeChannel.make()
         } catch {
@@ -261,6 +314,51 @@ final class PeerCore: Sendable {
             open = false
             _ = Glibc.close(socket)
         }
+        // QEMU's dmabufs go with it.
+        shared.withLock { s in
+            for (id, d) in s.dmabufScanouts where d.fd >= 0 {
+                _ = Glibc.close(d.fd)
+                s.dmabufScanouts[id]?.fd = -1
+            }
+        }
+    }
+
+    func setDMABUFUpdateReplies(_ mode: DisplayChannelPeer.DMABUFUpdateReplies) {
+        let release = dmabufReplies.withLock { r -> Int in
+            r.mode = mode
+            guard mode == .answer else { return 0 }
+            defer { r.held = 0 }
+            return r.held
+        }
+        // Replies are identical bytes, so racing the reader's own replies cannot reorder them.
+        for _ in 0..<release { sendDMABUFUpdateReply() }
+    }
+
+    private func sendDMABUFUpdateReply() {
+        send(DisplayMessage.reply(.dmabufUpdate))
+        shared.withLock { $0.dmabufUpdateReplies += 1 }
+    }
+
+    /// Copies `scanout.rect` out of the buffer `fd` (layout from the payload), or nil.
+    static func readPixels(fd: Int32, _ scanout: DisplayDMABUFScanout) -> PeerFramebuffer? {
+        let stride = Int(scanout.fdStride)
+        let length = stride * Int(scanout.fdHeight)
+        let rowBytes = Int(scanout.width) * 4
+        guard length > 0, (Int(scanout.x) * 4 + rowBytes) <= stride,
+              Int(scanout.y) + Int(scanout.height) <= Int(scanout.fdHeight) else { return nil }
+        var st = stat()
+        guard fstat(fd, &st) == 0, Int(st.st_size) >= length else { return nil }
+        guard let base = mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED else { return nil }
+        defer { munmap(base, length) }
+        var fb = PeerFramebuffer(width: scanout.width, height: scanout.height)
+        fb.pixels.withUnsafeMutableBytes { dst in
+            for row in 0..<Int(scanout.height) {
+                let src = (Int(scanout.y) + row) * stride + Int(scanout.x) * 4
+                // Safety: rows checked against the mapping (length <= file size) above.
+                (dst.baseAddress! + row * rowBytes).copyMemory(from: base + src, byteCount: rowBytes)
+            }
+        }
+        return fb
     }
 
     // MARK: reader
@@ -271,8 +369,13 @@ final class PeerCore: Sendable {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 16)
         defer { buffer.deallocate() }
         var fds = [Int32](repeating: -1, count: 16)
-        var pendingFDs: [Int32] = []
-        defer { for fd in pendingFDs { _ = Glibc.close(fd) } }
+        // Fds received and the stream offset where the recv that brought them ended. The kernel
+        // glues fd-less bytes in front of an fd-carrying message into one recv (never after it),
+        // so an fd belongs to the last message that starts before that offset.
+        var pendingFDs: [(fd: Int32, chunkEnd: Int)] = []
+        defer { for p in pendingFDs { _ = Glibc.close(p.fd) } }
+        var streamEnd = 0
+        var nextMessageStart = 0
 
         while !stopping.load(ordering: .acquiring) {
             if stalled.load(ordering: .acquiring) {
@@ -297,7 +400,8 @@ final class PeerCore: Sendable {
                 return
             }
             if n < 0 { continue }
-            pendingFDs.append(contentsOf: fds[0..<Int(nfds)])
+            streamEnd += n
+            for fd in fds[0..<Int(nfds)] { pendingFDs.append((fd, streamEnd)) }
             shared.withLock { $0.bytesReceived += n; $0.fdsReceived += Int(nfds) }
             var messages: [DisplayMessage] = []
             do {
@@ -307,14 +411,33 @@ final class PeerCore: Sendable {
                     $0.errors.append("framing: \(error)")
                     $0.desynchronized = true
                 }
-                for m in messages { handle(m, pendingFDs: &pendingFDs) }
+                for m in messages { handle(m, fd: takeFD(for: m, start: &nextMessageStart, &pendingFDs)) }
                 return
             }
-            for m in messages { handle(m, pendingFDs: &pendingFDs) }
+            for m in messages { handle(m, fd: takeFD(for: m, start: &nextMessageStart, &pendingFDs)) }
         }
     }
 
-    private func handle(_ message: DisplayMessage, pendingFDs: inout [Int32]) {
+    /// The fd that came with `message` (which starts at `start`), or -1; advances `start`.
+    /// Fds left behind by earlier messages are closed and noted as errors.
+    private func takeFD(for message: DisplayMessage, start: inout Int, _ pending: inout [(fd: Int32, chunkEnd: Int)]) -> Int32 {
+        let messageStart = start
+        let messageEnd = start + DisplayMessageHeader.byteCount + Int(message.header.size)
+        start = messageEnd
+        var taken: Int32 = -1
+        while let first = pending.first, first.chunkEnd <= messageEnd {
+            pending.removeFirst()
+            if first.chunkEnd > messageStart, taken < 0 {
+                taken = first.fd
+            } else {
+                _ = Glibc.close(first.fd)
+                shared.withLock { $0.errors.append("fd received with no message to carry it") }
+            }
+        }
+        return taken
+    }
+
+    private func handle(_ message: DisplayMessage, fd received: Int32) {
         guard let request = message.request else {
             shared.withLock { $0.errors.append("unknown request \(message.header.request)") }
             return
@@ -325,12 +448,13 @@ final class PeerCore: Sendable {
         } catch {
             violation = "\(error)"
         }
-        // Like QEMU's qemu_chr_fe_get_msgfd: the fd that came with the message bytes.
-        var fd: Int32 = -1
-        if request == .dmabufScanout || request == .dmabufScanout2, !pendingFDs.isEmpty {
-            fd = pendingFDs.removeFirst()
-        }
+        // Like QEMU's qemu_chr_fe_get_msgfd: the fd that came with the message bytes. QEMU
+        // ignores (leaks until the next one) an fd on any other message; it is an error here.
+        var fd = received
         defer { if fd >= 0 { _ = Glibc.close(fd) } }
+        if fd >= 0, request != .dmabufScanout, request != .dmabufScanout2 {
+            shared.withLock { $0.errors.append("\(request.name) carried an fd") }
+        }
 
         var reply: [UInt8]?
         shared.withLock { s in
@@ -340,7 +464,7 @@ final class PeerCore: Sendable {
                 s.errors.append("\(request.name): \(violation)")
                 return
             }
-            reply = apply(request, message, fd: fd, to: &s)
+            reply = apply(request, message, fd: &fd, to: &s)
         }
         if request.replyPayloadSize != nil, let override = configuration.replyOverride, let raw = override(message) {
             reply = raw.isEmpty ? nil : raw
@@ -349,7 +473,8 @@ final class PeerCore: Sendable {
     }
 
     /// Applies one valid request to the state; returns QEMU's reply bytes, if any.
-    private func apply(_ request: DisplayRequest, _ message: DisplayMessage, fd: Int32,
+    /// Sets `fd` to -1 when it keeps it.
+    private func apply(_ request: DisplayRequest, _ message: DisplayMessage, fd: inout Int32,
                        to s: inout DisplayPeerState) -> [UInt8]? {
         let p = message.payload
         switch request {
@@ -422,13 +547,25 @@ final class PeerCore: Sendable {
                 guard let d = try? DisplayDMABUFScanout(decoding: p) else { return nil }
                 base = d
             }
+            // QEMU closes the fd of an out-of-range scanout (the caller's defer does here).
             guard base.scanoutID < configuration.maxOutputs else { return nil }
-            s.dmabufScanouts[base.scanoutID] = PeerDMABUF(scanout: base, modifier: modifier,
-                                                          fileID: fd >= 0 ? PeerDMABUF.FileID(fd: fd) : nil)
+            // QEMU releases the previous dmabuf of the scanout first.
+            if let old = s.dmabufScanouts[base.scanoutID], old.fd >= 0 { _ = Glibc.close(old.fd) }
+            s.dmabufScanouts[base.scanoutID] = PeerDMABUF(request: request, scanout: base, modifier: modifier,
+                                                          fileID: fd >= 0 ? PeerDMABUF.FileID(fd: fd) : nil, fd: fd)
+            fd = -1
             return nil
         case .dmabufUpdate:
             if let u = try? DisplayUpdateHeader(decoding: p) { s.dmabufUpdates.append(u) }
-            return configuration.replyToDMABUFUpdate ? DisplayMessage.reply(.dmabufUpdate) : nil
+            let answer = dmabufReplies.withLock { r -> Bool in
+                switch r.mode {
+                case .answer: return true
+                case .hold: r.held += 1; return false
+                case .drop: return false
+                }
+            }
+            if answer { s.dmabufUpdateReplies += 1 }
+            return answer ? DisplayMessage.reply(.dmabufUpdate) : nil
         }
     }
 

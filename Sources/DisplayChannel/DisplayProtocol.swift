@@ -403,10 +403,25 @@ public struct DisplayDMABUFScanout: DisplayPayload {
         self.init(scanoutID: r.u32(), x: r.u32(), y: r.u32(), width: r.u32(), height: r.u32(),
                   fdWidth: r.u32(), fdHeight: r.u32(), fdStride: r.u32(), fdFlags: r.u32(), fourcc: r.i32())
     }
+    /// The payload for showing `rect` of `buffer` on scanout `scanoutID` (the modifier is not
+    /// part of it; see `DisplayDMABUFScanout2`).
+    public init(scanoutID: UInt32, rect: PixelRect, buffer: DisplayDMABUF) {
+        self.init(scanoutID: scanoutID, x: rect.x, y: rect.y, width: rect.width, height: rect.height,
+                  fdWidth: buffer.width, fdHeight: buffer.height, fdStride: buffer.stride,
+                  fdFlags: buffer.flags.rawValue, fourcc: Int32(bitPattern: buffer.fourcc))
+    }
     public func encode(into w: inout DisplayByteWriter) {
         w.u32(scanoutID); w.u32(x); w.u32(y); w.u32(width); w.u32(height)
         w.u32(fdWidth); w.u32(fdHeight); w.u32(fdStride); w.u32(fdFlags); w.i32(fourcc)
     }
+    /// Writes the 40 bytes at `p`.
+    public func store(to p: UnsafeMutableRawPointer) {
+        // Safety: callers pass at least 40 writable bytes; unaligned stores are allowed.
+        let fields = (scanoutID, x, y, width, height, fdWidth, fdHeight, fdStride, fdFlags, UInt32(bitPattern: fourcc))
+        withUnsafeBytes(of: fields) { p.copyMemory(from: $0.baseAddress!, byteCount: Self.byteCount) }
+    }
+    /// The scanout rect within the buffer.
+    public var rect: PixelRect { PixelRect(x: x, y: y, width: width, height: height) }
 }
 
 /// `VhostUserGpuDMABUFScanout2` {dmabuf_scanout, u64 modifier} (DMABUF_SCANOUT2).
@@ -423,6 +438,12 @@ public struct DisplayDMABUFScanout2: DisplayPayload {
         self.init(scanout: base, modifier: r.u64())
     }
     public func encode(into w: inout DisplayByteWriter) { scanout.encode(into: &w); w.u64(modifier) }
+    /// Writes the 48 bytes at `p` (the modifier unaligned at offset 40, as in the packed struct).
+    public func store(to p: UnsafeMutableRawPointer) {
+        // Safety: callers pass at least 48 writable bytes.
+        scanout.store(to: p)
+        p.storeBytes(of: modifier, toByteOffset: DisplayDMABUFScanout.byteCount, as: UInt64.self)
+    }
 }
 
 /// `VhostUserGpuEdidRequest` {scanout_id} (GET_EDID).

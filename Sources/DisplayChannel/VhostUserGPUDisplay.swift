@@ -18,21 +18,26 @@ import SystemPackage
 /// A `DisplaySink` that talks to QEMU over the vhost-user-gpu display socket.
 ///
 /// Threads: any thread may call any method; sends are serialised, so messages never interleave.
-/// Calls that wait for QEMU (the first protocol feature exchange, `displayInfo()`, `edid(scanout:)`,
-/// `dmabufUpdate(scanout:rect:)`) wait at most `Options.timeout` and return early on `interrupt()`.
-/// Sends wait at most `Options.timeout` without progress. Once broken or closed, every call is a
-/// no-op returning nil/false.
+/// Calls that wait for QEMU (the first protocol feature exchange, `displayInfo()`, `edid(scanout:)`)
+/// wait at most `Options.timeout`, `updateDMABUF(_:rect:)` at most `Options.dmabufUpdateTimeout`,
+/// and all return early on `interrupt()`. Sends wait at most `Options.timeout` without progress.
+/// Once broken or closed, every call is a no-op returning nil/false/a failure.
 public final class VhostUserGPUDisplay: DisplaySink {
     /// Tunables.
     public struct Options: Sendable {
         /// How long a send may make no progress, and how long a reply may take, before giving up.
         public var timeout: Duration
-        /// Protocol features this side implements and will enable if QEMU offers them.
-        /// EDID by default; add `.dmabuf2` once the dmabuf scanout path uses modifiers.
+        /// How long `updateDMABUF` waits for QEMU's "flushed" reply. Short, because it is on the
+        /// frame path: a GL display normally flushes within a frame or two.
+        public var dmabufUpdateTimeout: Duration
+        /// Protocol features this side implements and will enable if QEMU offers them (QEMU 10
+        /// offers both). Without `.dmabuf2` dmabufs go out as DMABUF_SCANOUT, linear only.
         public var supportedFeatures: DisplayProtocolFeatures
 
-        public init(timeout: Duration = .seconds(5), supportedFeatures: DisplayProtocolFeatures = [.edid]) {
+        public init(timeout: Duration = .seconds(5), dmabufUpdateTimeout: Duration = .seconds(1),
+                    supportedFeatures: DisplayProtocolFeatures = [.edid, .dmabuf2]) {
             self.timeout = timeout
+            self.dmabufUpdateTimeout = dmabufUpdateTimeout
             self.supportedFeatures = supportedFeatures
         }
     }
@@ -55,6 +60,9 @@ public final class VhostUserGPUDisplay: DisplaySink {
     private let closed = Atomic<Bool>(false)
     /// 0 until negotiated; then `negotiatedBit | features`.
     private let negotiated = Atomic<UInt64>(0)
+    /// Bit n: QEMU holds a dmabuf for scanout n (the last DMABUF_SCANOUT(2) sent carried an fd).
+    /// Written under `sender`; read lock-free so `updateDMABUF` never queues behind a big UPDATE.
+    private let dmabufScanouts = Atomic<UInt32>(0)
 
     /// Send side: one message at a time. Lock order: `receiver` before `sender`.
     private let sender: Mutex<SendState>
@@ -99,6 +107,8 @@ public final class VhostUserGPUDisplay: DisplaySink {
         var pending: [Pending] = []
         var results: [UInt64: ReplyResult] = [:]
         var nextToken: UInt64 = 1
+        /// Reused per read: messages decoded from one recv, dispatched after the decoder returns.
+        var messages: [DisplayMessage] = []
         let buffer: UnsafeMutableRawPointer
     }
 
@@ -110,6 +120,23 @@ public final class VhostUserGPUDisplay: DisplaySink {
     }
 
     private enum PumpOutcome { case satisfied, timedOut, interrupted, broken }
+
+    /// How a request/reply exchange ended.
+    private enum ExchangeResult {
+        case reply(DisplayMessage)
+        /// The request never left: interrupted, QEMU not reading, or the channel broke.
+        case notSent
+        /// QEMU answered a later request instead (GET_EDID beyond max_outputs).
+        case unanswered
+        case timedOut
+        case interrupted
+        case broken
+
+        var message: DisplayMessage? {
+            if case .reply(let m) = self { return m }
+            return nil
+        }
+    }
 
     /// Takes ownership of `socket` (the fd from `VHOST_USER_GPU_SET_SOCKET`), makes it
     /// non-blocking and sends GET_PROTOCOL_FEATURES without waiting for the reply (the caller is
@@ -134,7 +161,10 @@ public final class VhostUserGPUDisplay: DisplaySink {
         let scratch = UnsafeMutableRawPointer.allocate(byteCount: Self.scratchSize, alignment: 8)
         self.sender = Mutex(SendState(iov: iov, scratch: scratch))
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.receiveBufferSize, alignment: 8)
-        self.receiver = Mutex(ReceiveState(buffer: buffer))
+        var receiveState = ReceiveState(buffer: buffer)
+        receiveState.messages.reserveCapacity(8)
+        receiveState.pending.reserveCapacity(8)
+        self.receiver = Mutex(receiveState)
 
         receiver.withLock { state in
             if sendSimple(.getProtocolFeatures, payloadSize: 0, fill: { _ in }) {
@@ -217,7 +247,7 @@ public final class VhostUserGPUDisplay: DisplaySink {
     /// on timeout, interrupt, a broken channel or a non-OK reply.
     public func displayInfo() -> [DisplayMode]? {
         guard isUsable else { return nil }
-        guard let reply = exchange(.getDisplayInfo, payloadSize: 0, fill: { _ in }) else { return nil }
+        guard let reply = exchange(.getDisplayInfo, payloadSize: 0, fill: { _ in }).message else { return nil }
         guard let info = try? DisplayInfoReply(decoding: reply.payload) else { return nil }
         guard info.type == DisplayCtrlHeader.okDisplayInfo else {
             logger.warning("GET_DISPLAY_INFO reply has type 0x\(String(info.type, radix: 16))")
@@ -236,7 +266,7 @@ public final class VhostUserGPUDisplay: DisplaySink {
             let deadline = ContinuousClock.now + options.timeout
             guard let features = negotiate(&state, deadline: deadline), features.contains(.edid) else { return nil }
             return exchangeLocked(&state, .getEDID, payloadSize: DisplayEDIDRequest.byteCount, ping: true,
-                                  deadline: deadline, fill: { $0.storeBytes(of: scanout, as: UInt32.self) })
+                                  deadline: deadline, fill: { $0.storeBytes(of: scanout, as: UInt32.self) }).message
         }
         guard let reply, let resp = try? DisplayEDIDReply(decoding: reply.payload) else { return nil }
         guard resp.type == DisplayCtrlHeader.okEDID, let blob = resp.blob else {
@@ -369,47 +399,113 @@ public final class VhostUserGPUDisplay: DisplaySink {
         }
     }
 
-    // MARK: dmabuf (for the dmabuf scanout path)
+    // MARK: dmabuf scanout
 
-    /// DMABUF_SCANOUT with `fd` as SCM_RIGHTS (the fd stays owned by the caller: the kernel
-    /// duplicates it), or without an fd to disable the scanout. Returns true if sent.
-    @discardableResult
-    public func dmabufScanout(_ scanout: DisplayDMABUFScanout, fd: FileDescriptor?) -> Bool {
-        guard isUsable, scanout.scanoutID < UInt32(Self.maxScanouts) else { return false }
-        pollNegotiation()
-        let bytes = scanout.encoded()
-        return sendSimple(.dmabufScanout, fd: fd?.rawValue ?? -1, payloadSize: bytes.count) { p in
-            bytes.withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        }
-    }
-
-    /// DMABUF_SCANOUT2 (with the format modifier), only if DMABUF2 was negotiated (waits for the
-    /// protocol feature reply if needed). Returns true if sent.
-    @discardableResult
-    public func dmabufScanout2(_ scanout: DisplayDMABUFScanout2, fd: FileDescriptor?) -> Bool {
-        guard isUsable, scanout.scanout.scanoutID < UInt32(Self.maxScanouts) else { return false }
-        let features = receiver.withLock { state in negotiate(&state, deadline: ContinuousClock.now + options.timeout) }
-        guard let features, features.contains(.dmabuf2) else { return false }
-        let bytes = scanout.encoded()
-        return sendSimple(.dmabufScanout2, fd: fd?.rawValue ?? -1, payloadSize: bytes.count) { p in
-            bytes.withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        }
-    }
-
-    /// DMABUF_UPDATE, then waits (bounded) for QEMU's empty reply, which QEMU sends once the
-    /// display has flushed the dmabuf (at once if the scanout or console cannot show it).
-    /// Returns true when the reply came: the dmabuf may be written again.
-    @discardableResult
-    public func dmabufUpdate(scanout id: UInt32, rect: PixelRect) -> Bool {
+    /// DMABUF_SCANOUT2 (with the modifier) when DMABUF2 was negotiated, else DMABUF_SCANOUT
+    /// (then only `DisplayDMABUF.linearModifier` is allowed), with a duplicate of `buffer.fd` as
+    /// SCM_RIGHTS; the caller keeps its fd. nil sends DMABUF_SCANOUT without an fd: QEMU drops
+    /// its dmabuf and disables the GL scanout. Waits (bounded by `Options.timeout`) for the
+    /// protocol feature reply if it has not been read yet, so never call it from the vhost-user
+    /// thread (QEMU answers nothing while it waits for that thread). Returns true if sent.
+    ///
+    /// QEMU 10 imports the buffer with the scanout's width and height but ignores `rect.x` and
+    /// `rect.y` (it shows the buffer from its top-left corner); they are sent as given.
+    public func scanoutDMABUF(_ id: UInt32, rect: PixelRect, buffer: DisplayDMABUF?) -> Bool {
         guard isUsable else { return false }
+        guard id < UInt32(Self.maxScanouts) else {
+            logger.warning("DMABUF_SCANOUT for scanout \(id) dropped: id out of range")
+            return false
+        }
+        guard let buffer else {
+            pollNegotiation()
+            // QEMU reads only scanout_id when no fd comes with the message.
+            let payload = DisplayDMABUFScanout(scanoutID: id, width: 0, height: 0, fdWidth: 0, fdHeight: 0,
+                                               fdStride: 0, fourcc: 0)
+            return sendDMABUFScanout(id, enable: false, .dmabufScanout, DisplayDMABUFScanout.byteCount, fd: -1) {
+                payload.store(to: $0)
+            }
+        }
+        guard buffer.fd.rawValue >= 0, rect.width > 0, rect.height > 0, buffer.stride > 0,
+              UInt64(rect.x) + UInt64(rect.width) <= UInt64(buffer.width),
+              UInt64(rect.y) + UInt64(rect.height) <= UInt64(buffer.height) else {
+            logger.error("DMABUF_SCANOUT \(rect) of a \(buffer.width)x\(buffer.height) buffer (stride \(buffer.stride), fd \(buffer.fd.rawValue)) dropped: invalid layout")
+            return false
+        }
+        var useScanout2 = false
+        if options.supportedFeatures.contains(.dmabuf2) {
+            let features = receiver.withLock { state in negotiate(&state, deadline: ContinuousClock.now + options.timeout) }
+            useScanout2 = features?.contains(.dmabuf2) ?? false
+        } else {
+            pollNegotiation()
+        }
+        let payload = DisplayDMABUFScanout(scanoutID: id, rect: rect, buffer: buffer)
+        if useScanout2 {
+            let payload2 = DisplayDMABUFScanout2(scanout: payload, modifier: buffer.modifier)
+            return sendDMABUFScanout(id, enable: true, .dmabufScanout2, DisplayDMABUFScanout2.byteCount,
+                                     fd: buffer.fd.rawValue) { payload2.store(to: $0) }
+        }
+        guard buffer.modifier == DisplayDMABUF.linearModifier else {
+            logger.error("DMABUF_SCANOUT with modifier 0x\(String(buffer.modifier, radix: 16)) dropped: DMABUF2 not negotiated")
+            return false
+        }
+        return sendDMABUFScanout(id, enable: true, .dmabufScanout, DisplayDMABUFScanout.byteCount,
+                                 fd: buffer.fd.rawValue) { payload.store(to: $0) }
+    }
+
+    /// Sends a DMABUF_SCANOUT(2) and records whether QEMU now holds a dmabuf for `id`.
+    private func sendDMABUFScanout(_ id: UInt32, enable: Bool, _ request: DisplayRequest, _ payloadSize: Int,
+                                   fd: Int32, fill: (UnsafeMutableRawPointer) -> Void) -> Bool {
+        sender.withLock { state in
+            guard state.open, isUsable else { return false }
+            DisplayMessageHeader(request, size: UInt32(payloadSize)).store(to: state.scratch)
+            fill(state.scratch + DisplayMessageHeader.byteCount)
+            state.iov[0] = iovec(iov_base: state.scratch, iov_len: DisplayMessageHeader.byteCount + payloadSize)
+            guard transmit(state.iov, 1, fd: fd, request) else { return false }
+            let bit = UInt32(1) << id
+            if enable {
+                dmabufScanouts.bitwiseOr(bit, ordering: .releasing)
+            } else {
+                dmabufScanouts.bitwiseAnd(~bit, ordering: .releasing)
+            }
+            return true
+        }
+    }
+
+    /// DMABUF_UPDATE for `rect` of scanout `id`'s dmabuf, then waits at most
+    /// `Options.dmabufUpdateTimeout` (and returns early on `interrupt()`) for QEMU's empty
+    /// reply, which it sends once its display has flushed the buffer, or at once when the
+    /// console has no GL ("console doesn't support GL!") or the scanout is invalid. A late reply
+    /// after `.timedOut` is read and dropped by a later wait; QEMU reads nothing else meanwhile.
+    /// No allocation on this path.
+    public func updateDMABUF(_ id: UInt32, rect: PixelRect) -> DMABUFUpdateResult {
+        guard isUsable else { return .failed(.disconnected) }
+        guard id < UInt32(Self.maxScanouts),
+              dmabufScanouts.load(ordering: .acquiring) & (UInt32(1) << id) != 0 else {
+            return .failed(.noScanout)
+        }
         let header = DisplayUpdateHeader(scanoutID: id, rect: rect)
-        return exchange(.dmabufUpdate, payloadSize: DisplayUpdateHeader.byteCount, fill: { header.store(to: $0) }) != nil
+        let timeout = options.dmabufUpdateTimeout
+        let result = receiver.withLock { state in
+            exchangeLocked(&state, .dmabufUpdate, payloadSize: DisplayUpdateHeader.byteCount, ping: false,
+                           deadline: ContinuousClock.now + timeout, sendTimeout: timeout,
+                           fill: { header.store(to: $0) })
+        }
+        switch result {
+        case .reply: return .flushed
+        case .timedOut, .unanswered: return .timedOut
+        case .interrupted: return .failed(.interrupted)
+        case .broken: return .failed(.disconnected)
+        case .notSent:
+            if isBroken { return .failed(.disconnected) }
+            return interrupted.load(ordering: .acquiring) ? .failed(.interrupted) : .timedOut
+        }
     }
 
     // MARK: sending
 
     /// Sends one small message built in the scratch buffer (header + `payloadSize` bytes).
-    private func sendSimple(_ request: DisplayRequest, fd: Int32 = -1, payloadSize: Int,
+    /// `timeout`: how long the send may make no progress (default `Options.timeout`).
+    private func sendSimple(_ request: DisplayRequest, fd: Int32 = -1, payloadSize: Int, timeout: Duration? = nil,
                             fill: (UnsafeMutableRawPointer) -> Void) -> Bool {
         precondition(DisplayMessageHeader.byteCount + payloadSize <= Self.scratchSize)
         return sender.withLock { state in
@@ -417,7 +513,8 @@ public final class VhostUserGPUDisplay: DisplaySink {
             DisplayMessageHeader(request, size: UInt32(payloadSize)).store(to: state.scratch)
             fill(state.scratch + DisplayMessageHeader.byteCount)
             state.iov[0] = iovec(iov_base: state.scratch, iov_len: DisplayMessageHeader.byteCount + payloadSize)
-            return transmit(state.iov, 1, fd: fd, request)
+            var started = false
+            return transmit(state.iov, 1, fd: fd, request, timeout: timeout ?? options.timeout, started: &started)
         }
     }
 
@@ -426,11 +523,16 @@ public final class VhostUserGPUDisplay: DisplaySink {
         return transmit(iov, count, fd: fd, request, started: &started)
     }
 
+    private func transmit(_ iov: UnsafeMutablePointer<iovec>, _ count: Int, fd: Int32,
+                          _ request: DisplayRequest, started: inout Bool) -> Bool {
+        transmit(iov, count, fd: fd, request, timeout: options.timeout, started: &started)
+    }
+
     /// Sends `iov[0..<count]` as (part of) one message and handles the outcome: a message not
     /// started is dropped (logged); one cut off in the middle breaks the channel.
     private func transmit(_ iov: UnsafeMutablePointer<iovec>, _ count: Int, fd: Int32,
-                          _ request: DisplayRequest, started: inout Bool) -> Bool {
-        switch sendAll(iov, count, fd: fd, started: &started) {
+                          _ request: DisplayRequest, timeout: Duration, started: inout Bool) -> Bool {
+        switch sendAll(iov, count, fd: fd, timeout: timeout, started: &started) {
         case .done:
             return true
         case .interrupted:
@@ -441,9 +543,9 @@ public final class VhostUserGPUDisplay: DisplaySink {
             }
         case .timedOut:
             if started {
-                markBroken("QEMU stopped reading in the middle of \(request.name) for \(options.timeout)")
+                markBroken("QEMU stopped reading in the middle of \(request.name) for \(timeout)")
             } else {
-                logger.warning("\(request.name) dropped: QEMU has not read the display socket for \(options.timeout)")
+                logger.warning("\(request.name) dropped: QEMU has not read the display socket for \(timeout)")
             }
         case .failed(let e):
             if e == .brokenPipe || e == .connectionReset || e == .socketNotConnected {
@@ -457,7 +559,7 @@ public final class VhostUserGPUDisplay: DisplaySink {
 
     /// Writes all of `iov[0..<count]`, advancing the entries over partial writes. Waits for
     /// POLLOUT at most `timeout` without progress. `fd` (if >= 0) goes with the first bytes.
-    private func sendAll(_ iov: UnsafeMutablePointer<iovec>, _ count: Int, fd: Int32,
+    private func sendAll(_ iov: UnsafeMutablePointer<iovec>, _ count: Int, fd: Int32, timeout: Duration,
                          started: inout Bool) -> SendStatus {
         if !started && interrupted.load(ordering: .acquiring) { return .interrupted }
         var index = 0
@@ -496,7 +598,7 @@ public final class VhostUserGPUDisplay: DisplaySink {
             switch e {
             case .resourceTemporarilyUnavailable:
                 if interrupted.load(ordering: .acquiring) { return .interrupted }
-                switch waitFor(socket, events: Int16(POLLOUT), wake: wake.readFD, deadline: lastProgress + options.timeout) {
+                switch waitFor(socket, events: Int16(POLLOUT), wake: wake.readFD, deadline: lastProgress + timeout) {
                 case .ready: continue
                 case .timedOut: return .timedOut
                 case .interrupted: return .interrupted
@@ -513,7 +615,7 @@ public final class VhostUserGPUDisplay: DisplaySink {
 
     /// Sends `request` and waits (bounded) for its reply.
     private func exchange(_ request: DisplayRequest, payloadSize: Int,
-                          fill: (UnsafeMutableRawPointer) -> Void) -> DisplayMessage? {
+                          fill: (UnsafeMutableRawPointer) -> Void) -> ExchangeResult {
         receiver.withLock { state in
             exchangeLocked(&state, request, payloadSize: payloadSize, ping: false,
                            deadline: ContinuousClock.now + options.timeout, fill: fill)
@@ -522,11 +624,12 @@ public final class VhostUserGPUDisplay: DisplaySink {
 
     /// With `receiver` held: sends `request` (and with `ping`, a GET_PROTOCOL_FEATURES behind it
     /// whose reply proves QEMU skipped the request), records the owed replies, waits for ours.
+    /// `sendTimeout`: bound on the send's lack of progress (default `Options.timeout`).
     private func exchangeLocked(_ state: inout ReceiveState, _ request: DisplayRequest, payloadSize: Int,
-                                ping: Bool, deadline: ContinuousClock.Instant,
-                                fill: (UnsafeMutableRawPointer) -> Void) -> DisplayMessage? {
-        guard state.open, isUsable else { return nil }
-        guard sendSimple(request, payloadSize: payloadSize, fill: fill) else { return nil }
+                                ping: Bool, deadline: ContinuousClock.Instant, sendTimeout: Duration? = nil,
+                                fill: (UnsafeMutableRawPointer) -> Void) -> ExchangeResult {
+        guard state.open, isUsable else { return .broken }
+        guard sendSimple(request, payloadSize: payloadSize, timeout: sendTimeout, fill: fill) else { return .notSent }
         let token = state.nextToken
         state.nextToken += 1
         state.pending.append(Pending(request: request, token: token, role: .waiter))
@@ -536,8 +639,8 @@ public final class VhostUserGPUDisplay: DisplaySink {
         let outcome = pump(&state, deadline: deadline) { $0.results[token] != nil }
         if let result = state.results.removeValue(forKey: token) {
             switch result {
-            case .message(let m): return m
-            case .dropped: return nil
+            case .message(let m): return .reply(m)
+            case .dropped: return .unanswered
             }
         }
         // Nobody waits any more; its reply, when it comes, is read and dropped.
@@ -545,11 +648,15 @@ public final class VhostUserGPUDisplay: DisplaySink {
             state.pending[i].role = .discard
         }
         switch outcome {
-        case .timedOut: logger.warning("no \(request.name) reply from QEMU within \(options.timeout)")
-        case .interrupted: logger.debug("\(request.name) reply wait interrupted")
-        case .satisfied, .broken: break
+        case .timedOut:
+            logger.warning("no \(request.name) reply from QEMU in time")
+            return .timedOut
+        case .interrupted:
+            logger.debug("\(request.name) reply wait interrupted")
+            return .interrupted
+        case .satisfied, .broken:
+            return .broken
         }
-        return nil
     }
 
     /// With `receiver` held: the negotiated features, reading QEMU's reply (bounded) if needed.
@@ -579,7 +686,11 @@ public final class VhostUserGPUDisplay: DisplaySink {
             guard state.open, isUsable else { return .broken }
             let n = Glibc.recv(socket, state.buffer, Self.receiveBufferSize, Int32(MSG_DONTWAIT))
             if n > 0 {
-                var messages: [DisplayMessage] = []
+                // Taken out of the state so the decoder (also in the state) can fill it; its
+                // capacity is kept across reads.
+                var messages = state.messages
+                state.messages = []
+                messages.removeAll(keepingCapacity: true)
                 do {
                     try state.decoder.feed(UnsafeRawBufferPointer(start: state.buffer, count: n)) { messages.append($0) }
                 } catch {
@@ -587,6 +698,8 @@ public final class VhostUserGPUDisplay: DisplaySink {
                     return .broken
                 }
                 for m in messages { dispatchReply(&state, m) }
+                messages.removeAll(keepingCapacity: true)
+                state.messages = messages
                 continue
             }
             if n == 0 {
@@ -620,24 +733,35 @@ public final class VhostUserGPUDisplay: DisplaySink {
             markBroken("malformed message from QEMU: request \(message.header.request), flags 0x\(String(message.header.flags.rawValue, radix: 16)), size \(message.header.size)")
             return
         }
-        while let head = state.pending.first {
-            if head.request == request {
-                state.pending.removeFirst()
-                switch head.role {
+        // QEMU answers in request order, with two exceptions: GET_EDID beyond its max_outputs
+        // gets no reply at all, and DMABUF_UPDATE is answered when the display has flushed,
+        // which may come after the replies to later requests if the console did not block.
+        var i = 0
+        while i < state.pending.count {
+            let entry = state.pending[i]
+            if entry.request == request {
+                state.pending.remove(at: i)
+                switch entry.role {
                 case .negotiation: applyNegotiation(message)
-                case .waiter: state.results[head.token] = .message(message)
+                case .waiter: state.results[entry.token] = .message(message)
                 case .discard: logger.debug("late \(request.name) reply dropped")
                 }
                 return
             }
-            guard head.request == .getEDID else { break }
-            // QEMU 10 answers nothing to GET_EDID for a scanout >= max_outputs.
-            state.pending.removeFirst()
-            if head.role == .waiter { state.results[head.token] = .dropped }
-            logger.warning("QEMU did not answer GET_EDID (scanout beyond its max_outputs?)")
+            switch entry.request {
+            case .dmabufUpdate:
+                i += 1 // still owed
+            case .getEDID:
+                // QEMU 10 answers nothing to GET_EDID for a scanout >= max_outputs.
+                state.pending.remove(at: i)
+                if entry.role == .waiter { state.results[entry.token] = .dropped }
+                logger.warning("QEMU did not answer GET_EDID (scanout beyond its max_outputs?)")
+            default:
+                markBroken("unexpected \(request.name) reply from QEMU (expected: \(entry.request.name))")
+                return
+            }
         }
-        let expected = state.pending.first.map { $0.request.name } ?? "none"
-        markBroken("unexpected \(request.name) reply from QEMU (expected: \(expected))")
+        markBroken("unexpected \(request.name) reply from QEMU (none owed)")
     }
 
     /// Handles the GET_PROTOCOL_FEATURES reply: enables what both sides know, sends

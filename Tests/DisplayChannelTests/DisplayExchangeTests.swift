@@ -73,8 +73,8 @@ struct DisplayExchangeTests {
         #expect(modes.count == 16)
         #expect(Array(modes.prefix(2)) == config.heads)
         #expect(modes[2].enabled == false)
-        #expect(pair.display.protocolFeatures == [.edid])
-        #expect(pair.peer.waitFor(timeout: .seconds(5)) { $0.enabledFeatures == [.edid] })
+        #expect(pair.display.protocolFeatures == [.edid, .dmabuf2])
+        #expect(pair.peer.waitFor(timeout: .seconds(5)) { $0.enabledFeatures == [.edid, .dmabuf2] })
         let log = pair.peer.state.log
         #expect(log.first == .getProtocolFeatures)
         #expect(log.contains(.setProtocolFeatures))
@@ -83,11 +83,11 @@ struct DisplayExchangeTests {
     }
 
     @Test func enablesDMABUF2OnlyWhenSupported() throws {
-        let pair = try Pair(options: .init(supportedFeatures: [.edid, .dmabuf2]))
+        let pair = try Pair(options: .init(supportedFeatures: [.edid]))
         defer { pair.close() }
         #expect(pair.display.edid(scanout: 0) != nil)
-        #expect(pair.display.protocolFeatures == [.edid, .dmabuf2])
-        #expect(pair.peer.waitFor(timeout: .seconds(5)) { $0.enabledFeatures == [.edid, .dmabuf2] })
+        #expect(pair.display.protocolFeatures == [.edid])
+        #expect(pair.peer.waitFor(timeout: .seconds(5)) { $0.enabledFeatures == [.edid] })
     }
 
     @Test func featureExchangeFinishesOnTheHotPathWithoutWaiting() throws {
@@ -97,8 +97,8 @@ struct DisplayExchangeTests {
         #expect(pair.peer.waitFor(timeout: .seconds(5)) { $0.count(.getProtocolFeatures) == 1 })
         usleep(20_000)
         pair.display.cursorMove(scanout: 0, x: 1, y: 1)
-        #expect(pair.peer.waitFor(timeout: .seconds(5)) { $0.enabledFeatures == [.edid] })
-        #expect(pair.display.protocolFeatures == [.edid])
+        #expect(pair.peer.waitFor(timeout: .seconds(5)) { $0.enabledFeatures == [.edid, .dmabuf2] })
+        #expect(pair.display.protocolFeatures == [.edid, .dmabuf2])
     }
 
     @Test func edidComesFromThePeer() throws {
@@ -244,44 +244,6 @@ struct DisplayExchangeTests {
         let cursorKinds: Set<DisplayRequest> = [.cursorUpdate, .cursorPos, .cursorPosHide]
         #expect(pair.peer.state.log.filter(cursorKinds.contains) == [.cursorUpdate, .cursorPos, .cursorPosHide])
         #expect(pair.peer.state.errors.isEmpty)
-    }
-
-    @Test func dmabufMessagesCarryTheFd() throws {
-        let pair = try Pair(options: .init(supportedFeatures: [.edid, .dmabuf2]))
-        defer { pair.close() }
-        let raw = vgpu_memfd_create("vgpu-test", 0)
-        try #require(raw >= 0)
-        let memfd = FileDescriptor(rawValue: raw)
-        defer { try? memfd.close() }
-        let fileID = try #require(PeerDMABUF.FileID(fd: raw))
-
-        let scanout = DisplayDMABUFScanout(scanoutID: 0, width: 64, height: 32, fdWidth: 64, fdHeight: 32,
-                                           fdStride: 256, fdFlags: 1, fourcc: 0x3432_5258)
-        #expect(pair.display.dmabufScanout(scanout, fd: memfd))
-        #expect(pair.peer.waitFor(timeout: .seconds(5)) { $0.dmabufScanouts[0] != nil })
-        #expect(pair.peer.state.dmabufScanouts[0] == PeerDMABUF(scanout: scanout, modifier: nil, fileID: fileID))
-
-        #expect(pair.display.dmabufScanout2(DisplayDMABUFScanout2(scanout: scanout, modifier: 7), fd: memfd))
-        #expect(pair.peer.waitFor(timeout: .seconds(5)) { $0.count(.dmabufScanout2) == 1 })
-        #expect(pair.peer.state.dmabufScanouts[0]?.modifier == 7)
-        #expect(pair.peer.state.dmabufScanouts[0]?.fileID == fileID)
-
-        #expect(pair.display.dmabufUpdate(scanout: 0, rect: PixelRect(x: 1, y: 2, width: 3, height: 4)))
-        #expect(pair.peer.state.dmabufUpdates == [DisplayUpdateHeader(scanoutID: 0, x: 1, y: 2, width: 3, height: 4)])
-
-        #expect(pair.display.dmabufScanout(scanout, fd: nil))
-        #expect(pair.peer.waitFor(timeout: .seconds(5)) { $0.count(.dmabufScanout) == 2 })
-        #expect(pair.peer.state.dmabufScanouts[0]?.fileID == nil)
-        #expect(pair.peer.state.fdsReceived == 2)
-        #expect(pair.peer.state.errors.isEmpty)
-    }
-
-    @Test func dmabufScanout2NeedsTheFeature() throws {
-        let pair = try Pair() // supports EDID only
-        defer { pair.close() }
-        let scanout = DisplayDMABUFScanout(scanoutID: 0, width: 1, height: 1, fdWidth: 1, fdHeight: 1, fdStride: 4, fourcc: 1)
-        #expect(!pair.display.dmabufScanout2(DisplayDMABUFScanout2(scanout: scanout, modifier: 0), fd: nil))
-        #expect(pair.peer.state.count(.dmabufScanout2) == 0)
     }
 
     @Test func twoThreadsNeverInterleaveMessages() async throws {
