@@ -52,6 +52,7 @@ let package = Package(
         .target(name: "VirtioGPU", dependencies: [
             "CShims", "VirtioCore", "VhostUser", "DisplayChannel", "HostBuffers",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),
         // The backend's control socket (versioned JSON lines, docs/control-protocol.md) and its client.
         .target(name: "ControlPlane", dependencies: [

@@ -1,8 +1,7 @@
 import VirtioGPU
 
-/// DRM fourcc codes (drm_fourcc.h) of the virtio-gpu 2D formats. virtio names give bytes in
-/// memory order; DRM names give a little-endian 32-bit word from the high bits down, so
-/// virtio B8G8R8A8 (bytes B,G,R,A) is DRM ARGB8888 ("AR24"), as in QEMU and crosvm.
+/// DRM fourcc codes (drm_fourcc.h) of the virtio-gpu 2D formats, by name (the mapping itself is
+/// `PixelFormat.drmFourCCName`).
 public enum DRMFourCC {
     public static func code(_ name: String) -> UInt32 {
         let b = Array(name.utf8)
@@ -11,18 +10,7 @@ public enum DRMFourCC {
     }
 
     /// The fourcc name ("XR24") for a virtio format.
-    public static func name(for format: PixelFormat) -> String {
-        switch format {
-        case .b8g8r8a8: "AR24"   // DRM_FORMAT_ARGB8888
-        case .b8g8r8x8: "XR24"   // DRM_FORMAT_XRGB8888
-        case .a8r8g8b8: "BA24"   // DRM_FORMAT_BGRA8888
-        case .x8r8g8b8: "BX24"   // DRM_FORMAT_BGRX8888
-        case .r8g8b8a8: "AB24"   // DRM_FORMAT_ABGR8888
-        case .r8g8b8x8: "XB24"   // DRM_FORMAT_XBGR8888
-        case .a8b8g8r8: "RA24"   // DRM_FORMAT_RGBA8888
-        case .x8b8g8r8: "RX24"   // DRM_FORMAT_RGBX8888
-        }
-    }
+    public static func name(for format: PixelFormat) -> String { format.drmFourCCName }
 
     /// The virtio format with this fourcc name, if any.
     public static func format(named name: String) -> PixelFormat? {

@@ -118,6 +118,9 @@ struct Serve: ParsableCommand {
         var config = GPUDeviceConfig()
         config.numScanouts = maxOutputs
         config.maxTotalBytes = maxResourceMemoryMiB << 20
+        // auto: only with --virgl, where QEMU's display must have GL (libvirt requires it for
+        // accel3d); QEMU's replies cannot tell a GL console from one without (design notes).
+        config.dmabufScanout = dmabufScanout == .on || (dmabufScanout == .auto && virgl)
         let deviceConfig = config
         let lookup = sharedObjectLookup
         let allocator: HostBufferAllocator

@@ -27,11 +27,14 @@ final class GPURig {
     init(registry: ResourceUUIDRegistry = ResourceUUIDRegistry(), deviceID: UInt32 = 1, config: GPUDeviceConfig = GPUDeviceConfig(numScanouts: 16),
          peerConfig: DisplayChannelPeer.Configuration = DisplayChannelPeer.Configuration(), ramSize: UInt64 = 64 << 20,
          connectDisplay: Bool = true, directory: DeviceDirectory? = nil, backendAckTimeout: Double = 1.0,
-         sharedObjectLookup: Bool = false) throws {
+         sharedObjectLookup: Bool = false, renderer: (any GPURenderer)? = nil) throws {
         self.registry = registry
         let logger = Self.logger()
-        let processor = GPUCommandProcessor(config: config, display: NullDisplay(), uuids: registry, deviceID: GPUDeviceID(deviceID),
-                                            events: directory?.events, logger: logger)
+        let processor = renderer.map {
+            GPUCommandProcessor(config: config, display: NullDisplay(), uuids: registry, deviceID: GPUDeviceID(deviceID), renderer: $0,
+                                events: directory?.events, logger: logger)
+        } ?? GPUCommandProcessor(config: config, display: NullDisplay(), uuids: registry, deviceID: GPUDeviceID(deviceID),
+                                 events: directory?.events, logger: logger)
         device = GPUVhostUserDevice(processor: processor, logger: logger, directory: directory, label: "rig \(deviceID)",
                                     sharedObjectLookup: sharedObjectLookup)
         let (a, b) = try UnixSocket.pair()

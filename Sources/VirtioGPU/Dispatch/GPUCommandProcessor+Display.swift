@@ -1,7 +1,9 @@
 import DisplayChannel
+import SystemPackage
 
 extension GPUCommandProcessor {
-    /// Shows every enabled head again on the current display: a SCANOUT and a full UPDATE each.
+    /// Shows every enabled head again on the current display: its dmabuf (DMABUF_SCANOUT +
+    /// DMABUF_UPDATE) or a SCANOUT and a full UPDATE.
     ///
     /// QEMU drops its display surfaces whenever it stops the device (VM pause, migration) and
     /// hands over a new display socket when it starts it again, while the guest, which saw no
@@ -9,17 +11,78 @@ extension GPUCommandProcessor {
     /// stay blank until the guest redraws everything.
     public func refreshDisplay() {
         let display = self.display
-        let renderer = self.renderer
         scanouts.withLock { t in
             for i in 0..<t.count {
                 let s = t[i]
                 guard let id = s.resource else { continue }
-                display.setScanout(UInt32(i), width: s.rect.width, height: s.rect.height)
-                let whole = PixelRect(x: 0, y: 0, width: s.rect.width, height: s.rect.height)
-                try? renderer.withScanoutPixels(id, rect: s.rect) { pixels, stride in
-                    display.update(scanout: UInt32(i), rect: whole, pixels: pixels, stride: stride)
-                }
+                if s.viaDMABUF, showViaDMABUF(i, resource: id, rect: s.rect, display: display) { continue }
+                t[i].viaDMABUF = false
+                showWithPixels(i, s, display: display)
             }
+        }
+    }
+
+    /// SCANOUT with the head's size and one full UPDATE from the host copy.
+    func showWithPixels(_ index: Int, _ s: Scanout, display: any DisplaySink) {
+        guard let id = s.resource else { return }
+        display.setScanout(UInt32(index), width: s.rect.width, height: s.rect.height)
+        let whole = PixelRect(x: 0, y: 0, width: s.rect.width, height: s.rect.height)
+        try? renderer.withScanoutPixels(id, rect: s.rect) { pixels, stride in
+            display.update(scanout: UInt32(index), rect: whole, pixels: pixels, stride: stride)
+        }
+    }
+
+    /// Disables head `index` on the display (its dmabuf too, if it showed one).
+    func disableHead(_ index: Int, _ t: inout ScanoutTable, display: any DisplaySink) {
+        if t[index].viaDMABUF { _ = display.scanoutDMABUF(UInt32(index), rect: t[index].rect, buffer: nil) }
+        t[index] = .disabled
+        display.setScanout(UInt32(index), width: 0, height: 0)
+    }
+
+    /// With dmabuf scanout on (and not given up), shows `rect` of the resource on head `index`
+    /// from its dmabuf host buffer: DMABUF_SCANOUT(2), then a DMABUF_UPDATE of the whole head,
+    /// which QEMU answers. False (nothing left shown from a dmabuf) when the resource has no
+    /// dmabuf, the display refuses it, or does not answer.
+    func showViaDMABUF(_ index: Int, resource id: ResourceID, rect: PixelRect, display: any DisplaySink) -> Bool {
+        guard config.dmabufScanout, !dmabufScanoutGivenUp.load(ordering: .relaxed),
+              let g = renderer.geometry(of: id), let (buffer, stride) = renderer.scanoutDMABuffer(id)
+        else { return false }
+        let dmabuf = DisplayDMABUF(fd: FileDescriptor(rawValue: buffer.fd), width: g.width, height: g.height, stride: UInt32(stride),
+                                   fourcc: g.format.drmFourCC, modifier: DisplayDMABUF.linearModifier, flags: [])
+        let sent = withExtendedLifetime(buffer) { display.scanoutDMABUF(UInt32(index), rect: rect, buffer: dmabuf) }
+        guard sent else { return false }
+        let whole = PixelRect(x: 0, y: 0, width: rect.width, height: rect.height)
+        let result = display.updateDMABUF(UInt32(index), rect: whole)
+        if case .flushed = result { return true }
+        _ = display.scanoutDMABUF(UInt32(index), rect: rect, buffer: nil)
+        giveUpDMABUFScanout(because: result)
+        return false
+    }
+
+    /// RESOURCE_FLUSH of a head shown from a dmabuf: a DMABUF_UPDATE. When the display does not
+    /// answer, dmabuf scanout is given up and the head is shown whole with pixels. True if the
+    /// update went out as a dmabuf update.
+    func updateViaDMABUF(_ index: Int, _ t: inout ScanoutTable, rect: PixelRect, display: any DisplaySink) -> Bool {
+        let result = display.updateDMABUF(UInt32(index), rect: rect)
+        switch result {
+        case .flushed:
+            return true
+        case .failed(.interrupted), .failed(.disconnected):
+            // The display is going away (queues stopping, QEMU closed it); the next display
+            // channel gets every head again through refreshDisplay.
+            return true
+        default:
+            giveUpDMABUFScanout(because: result)
+            _ = display.scanoutDMABUF(UInt32(index), rect: t[index].rect, buffer: nil)
+            t[index].viaDMABUF = false
+            showWithPixels(index, t[index], display: display)
+            return false
+        }
+    }
+
+    private func giveUpDMABUFScanout(because result: DMABUFUpdateResult) {
+        if !dmabufScanoutGivenUp.exchange(true, ordering: .relaxed) {
+            logger.warning("dmabuf scanout given up (DMABUF_UPDATE: \(result)); showing every head with pixel updates")
         }
     }
 }

@@ -59,7 +59,7 @@ public final class GPUCommandProcessor: Sendable {
     public let uuids: ResourceUUIDRegistry
     public let renderer: any GPURenderer
 
-    private let logger: Logger
+    let logger: Logger
     private let guestErrors: GuestErrorLog
     private let displayBox: Mutex<any DisplaySink>
     let scanouts: Mutex<ScanoutTable>   // internal: GPUCommandProcessor+Display.swift
@@ -71,6 +71,9 @@ public final class GPUCommandProcessor: Sendable {
     /// Told when a UUID is first assigned and when a resource holding one is unreferenced (the
     /// vhost-user shared-object publisher). Called on the control-queue worker; never per frame.
     private let uuidObserver = Mutex<(@Sendable (UUIDChange) -> Void)?>(nil)
+    /// Set when the display did not answer a DMABUF_UPDATE: every head goes back to pixel
+    /// updates for the rest of this device's life (logged once).
+    let dmabufScanoutGivenUp = Atomic<Bool>(false)
     /// Creation times (wall clock) by resource: touched on create, unref, reset and snapshots only.
     private let createdAt = Mutex<[ResourceID: Double]>([:])
 
@@ -175,7 +178,7 @@ public final class GPUCommandProcessor: Sendable {
         case let .resourceUnref(c):
             try unrefResource(ResourceID(c.resource_id))
         case let .setScanout(c):
-            try setScanout(c)
+            try setScanout(c, memory: memory)
         case let .resourceFlush(c):
             try flushResource(ResourceID(c.resource_id), rect: PixelRect(c.r))
         case let .transferToHost2D(c):
@@ -276,10 +279,7 @@ public final class GPUCommandProcessor: Sendable {
         guard renderer.geometry(of: id) != nil else { throw .invalidResourceID("\(id) does not exist") }
         let display = self.display
         scanouts.withLock { t in
-            for i in 0..<t.count where t[i].resource == id {
-                t[i] = .disabled
-                display.setScanout(UInt32(i), width: 0, height: 0)
-            }
+            for i in 0..<t.count where t[i].resource == id { disableHead(i, &t, display: display) }
         }
         try renderer.destroyResource(id)
         let uuid = uuids.unregister(device: deviceID, resource: id)
@@ -290,7 +290,7 @@ public final class GPUCommandProcessor: Sendable {
 
     /// SET_SCANOUT (spec 5.7.6.8): resource 0 disables the head; otherwise the rectangle must be
     /// non-empty and within the resource. The display gets the new size and a first full frame.
-    private func setScanout(_ c: virtio_gpu_set_scanout) throws(GPUFailure) {
+    private func setScanout(_ c: virtio_gpu_set_scanout, memory: GuestMemory) throws(GPUFailure) {
         let scanoutID = c.scanout_id
         guard scanoutID < numScanouts else { throw .invalidScanoutID("scanout \(scanoutID) ≥ \(numScanouts)") }
         let index = Int(scanoutID)
@@ -299,8 +299,7 @@ public final class GPUCommandProcessor: Sendable {
         if id.isNone {
             scanouts.withLock { t in
                 guard t[index].resource != nil else { return }   // QEMU: nothing to do, no message
-                t[index] = .disabled
-                display.setScanout(scanoutID, width: 0, height: 0)
+                disableHead(index, &t, display: display)
             }
             return
         }
@@ -310,7 +309,16 @@ public final class GPUCommandProcessor: Sendable {
             throw .invalidParameter("scanout rect \(rect) empty or outside \(id) (\(g.width)x\(g.height))")
         }
         let renderer = self.renderer
+        // With dmabuf scanout, a head's resource gets its host buffer now (zero copy where the
+        // backing allows), whether or not the guest ever exports it.
+        if config.dmabufScanout, !dmabufScanoutGivenUp.load(ordering: .relaxed) { _ = renderer.exportResource(id, memory: memory) }
         try scanouts.withLock { (t: inout ScanoutTable) throws(GPUFailure) in
+            let wasDMABUF = t[index].viaDMABUF
+            if showViaDMABUF(index, resource: id, rect: rect, display: display) {
+                t[index] = Scanout(resource: id, rect: rect, viaDMABUF: true)
+                return
+            }
+            if wasDMABUF { _ = display.scanoutDMABUF(scanoutID, rect: t[index].rect, buffer: nil) }
             t[index] = Scanout(resource: id, rect: rect)
             display.setScanout(scanoutID, width: rect.width, height: rect.height)
             let whole = PixelRect(x: 0, y: 0, width: rect.width, height: rect.height)
@@ -335,6 +343,11 @@ public final class GPUCommandProcessor: Sendable {
                 let s = t[i]
                 guard s.resource == id, let part = rect.intersection(s.rect) else { continue }
                 let target = PixelRect(x: part.x - s.rect.x, y: part.y - s.rect.y, width: part.width, height: part.height)
+                if s.viaDMABUF {
+                    if updateViaDMABUF(i, &t, rect: target, display: display) { continue }
+                    // Given up: the head was re-shown whole with pixels.
+                    continue
+                }
                 try renderer.withScanoutPixels(id, rect: part) { pixels, stride in
                     display.update(scanout: UInt32(i), rect: target, pixels: pixels, stride: stride)
                 }
@@ -412,8 +425,9 @@ public final class GPUCommandProcessor: Sendable {
     /// every resource and every UUID of this device.
     public func reset() {
         let display = self.display
-        let enabled = scanouts.withLock { $0.disableAll() }
-        for i in enabled { display.setScanout(UInt32(i), width: 0, height: 0) }
+        scanouts.withLock { t in
+            for i in 0..<t.count where t[i].resource != nil { disableHead(i, &t, display: display) }
+        }
         renderer.reset()
         uuids.unregisterAll(device: deviceID)
         let hadResources = createdAt.withLock { t in

@@ -19,6 +19,9 @@ public struct GPUDeviceConfig: Equatable, Sendable {
     public var maxBackingEntries: UInt32
     /// Guest-error log lines per second per (command, error) pair; the rest are counted.
     public var guestErrorLogsPerSecond: Int
+    /// Show heads whose resource has a dmabuf host buffer with DMABUF_SCANOUT(2)/DMABUF_UPDATE
+    /// instead of pixel updates (falls back to pixels when the display does not answer).
+    public var dmabufScanout = false
 
     public init(numScanouts: UInt32 = 1,
                 defaultWidth: UInt32 = 1280, defaultHeight: UInt32 = 800, defaultEnabledScanouts: UInt32 = 1,

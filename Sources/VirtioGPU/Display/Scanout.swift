@@ -6,6 +6,14 @@ public struct Scanout: Equatable, Sendable {
     public var resource: ResourceID?
     /// The part of the resource shown, in resource pixels; its size is the head's size.
     public var rect: PixelRect
+    /// The display shows it from the resource's dmabuf (DMABUF_SCANOUT), not from pixel updates.
+    public var viaDMABUF = false
+
+    public init(resource: ResourceID?, rect: PixelRect, viaDMABUF: Bool = false) {
+        self.resource = resource
+        self.rect = rect
+        self.viaDMABUF = viaDMABUF
+    }
 
     public static let disabled = Scanout(resource: nil, rect: PixelRect(x: 0, y: 0, width: 0, height: 0))
 }
@@ -21,14 +29,6 @@ struct ScanoutTable {
     subscript(index: Int) -> Scanout {
         get { scanouts[index] }
         set { scanouts[index] = newValue }
-    }
-
-
-    /// Disables every head; returns the ones that were enabled.
-    mutating func disableAll() -> [Int] {
-        let enabled = scanouts.indices.filter { scanouts[$0].resource != nil }
-        for i in enabled { scanouts[i] = .disabled }
-        return enabled
     }
 }
 

@@ -67,3 +67,26 @@ public enum PixelFormat: Sendable, CaseIterable, CustomStringConvertible {
         }
     }
 }
+
+extension PixelFormat {
+    /// The DRM fourcc name (drm_fourcc.h) of this format's memory layout. virtio names give bytes
+    /// in memory order; DRM names a little-endian 32-bit word from the high bits down, so virtio
+    /// B8G8R8A8 (bytes B,G,R,A) is DRM ARGB8888 ("AR24"), as in QEMU and crosvm.
+    public var drmFourCCName: String {
+        switch self {
+        case .b8g8r8a8: "AR24"   // DRM_FORMAT_ARGB8888
+        case .b8g8r8x8: "XR24"   // DRM_FORMAT_XRGB8888
+        case .a8r8g8b8: "BA24"   // DRM_FORMAT_BGRA8888
+        case .x8r8g8b8: "BX24"   // DRM_FORMAT_BGRX8888
+        case .r8g8b8a8: "AB24"   // DRM_FORMAT_ABGR8888
+        case .r8g8b8x8: "XB24"   // DRM_FORMAT_XBGR8888
+        case .a8b8g8r8: "RA24"   // DRM_FORMAT_RGBA8888
+        case .x8b8g8r8: "RX24"   // DRM_FORMAT_RGBX8888
+        }
+    }
+
+    /// The DRM fourcc code: the four name bytes, first in the low byte.
+    public var drmFourCC: UInt32 {
+        drmFourCCName.utf8.reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+    }
+}

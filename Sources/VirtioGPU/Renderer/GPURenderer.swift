@@ -1,4 +1,5 @@
 import DisplayChannel
+import HostBuffers
 import VirtioCore
 
 /// Format and size of a resource, as the dispatcher needs them to check rectangles.
@@ -88,6 +89,10 @@ public protocol GPURenderer: AnyObject, Sendable {
     /// exported and the reason recorded. Returns nil for an unknown id.
     func exportResource(_ id: ResourceID, memory: GuestMemory) -> HostBufferInfo?
 
+    /// The dmabuf host buffer `id` was exported as, if it has one (for dmabuf scanout), with the
+    /// row stride of its pixels.
+    func scanoutDMABuffer(_ id: ResourceID) -> (buffer: HostBuffer, stride: Int)?
+
     /// A new fd of `id`'s host buffer for a consumer (the caller owns it), with what it is: the
     /// exported buffer once ASSIGN_UUID made one, else the host copy. Throws `invalidResourceID`.
     func openHostBuffer(_ id: ResourceID) throws(GPUFailure) -> (fd: Int32, info: HostBufferInfo)
@@ -105,6 +110,7 @@ public protocol GPURenderer: AnyObject, Sendable {
 extension GPURenderer {
     public func hostStorage(of id: ResourceID) -> HostPixelStorage? { nil }
     public func exportResource(_ id: ResourceID, memory: GuestMemory) -> HostBufferInfo? { nil }
+    public func scanoutDMABuffer(_ id: ResourceID) -> (buffer: HostBuffer, stride: Int)? { nil }
     public func openHostBuffer(_ id: ResourceID) throws(GPUFailure) -> (fd: Int32, info: HostBufferInfo) {
         throw .invalidResourceID("\(id) has no host buffer")
     }

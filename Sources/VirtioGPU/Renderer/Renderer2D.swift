@@ -243,6 +243,13 @@ public final class Renderer2D: GPURenderer {
                        shadowReason: reasons.isEmpty ? nil : reasons.joined(separator: "; "))
     }
 
+    public func scanoutDMABuffer(_ id: ResourceID) -> (buffer: HostBuffer, stride: Int)? {
+        table.withLock { t in
+            guard let r = t[id], let e = r.export, e.buffer.isDMABuf else { return nil }
+            return (e.buffer, r.stride)
+        }
+    }
+
     public func openHostBuffer(_ id: ResourceID) throws(GPUFailure) -> (fd: Int32, info: HostBufferInfo) {
         // Taken under the lock, opened after it: the strong reference keeps the buffer alive.
         let found = table.withLock { t in t[id].map { ($0.export?.buffer ?? $0.storage.buffer, Self.info(of: $0)) } }
