@@ -181,7 +181,7 @@ public final class HostBufferAllocator: Sendable {
         create.height = UInt32((bytes + 4095) / 4096)
         create.bpp = 32
         guard vgpu_ioctl_ptr(drm.fd, vgpu_DRM_IOCTL_MODE_CREATE_DUMB(), &create) == 0 else {
-            throw .call("\(drm.path): CREATE_DUMB 1024x\(create.height)")
+            throw .call("\(drm.path): CREATE_DUMB")
         }
         defer {
             var destroy = drm_mode_destroy_dumb()

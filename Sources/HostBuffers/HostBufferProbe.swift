@@ -160,29 +160,16 @@ public enum HostBufferProbe {
             let path = dri + "/" + node
             let fd = open(path, O_RDWR | O_CLOEXEC)
             if fd < 0 { refusals.append("\(path): \(Errno(rawValue: errno))"); continue }
-            let dev = OwnedFD(fd)
-            var create = drm_mode_create_dumb()
-            create.width = 64
-            create.height = UInt32(probeSize / (64 * 4))
-            create.bpp = 32
-            if vgpu_ioctl_ptr(dev.rawValue, vgpu_DRM_IOCTL_MODE_CREATE_DUMB(), &create) != 0 {
-                refusals.append("\(path): CREATE_DUMB: \(Errno(rawValue: errno))")
+            // The allocator's own dumb buffer path: CREATE_DUMB, PRIME export, handle dropped.
+            let buffer: HostBuffer
+            do { buffer = try HostBufferAllocator.makeDumb(on: DRMDevice(fd: fd, path: path), bytes: probeSize) } catch {
+                refusals.append(error.message)
                 continue
             }
-            defer {
-                var destroy = drm_mode_destroy_dumb()
-                destroy.handle = create.handle
-                _ = vgpu_ioctl_ptr(dev.rawValue, vgpu_DRM_IOCTL_MODE_DESTROY_DUMB(), &destroy)
-            }
-            var prime = drm_prime_handle()
-            prime.handle = create.handle
-            prime.flags = vgpu_dmabuf_fd_flags()
-            _ = try check("\(path): PRIME_HANDLE_TO_FD") { vgpu_ioctl_ptr(dev.rawValue, vgpu_DRM_IOCTL_PRIME_HANDLE_TO_FD(), &prime) }
-            let dmabuf = OwnedFD(prime.fd)
+            let dmabuf = OwnedFD(vgpu_fcntl_int(buffer.fd, F_DUPFD_CLOEXEC, 0))
             try setName(dmabuf)
-            let size = Int(create.size)
-            try writeAndCompare(dmabuf, size: size, seed: 0x19, what: "\(path) dumb dmabuf")
-            return "\(path): 64x\(create.height) dumb buffer (pitch \(create.pitch)), PRIME dmabuf named \(dmabufName), written and re-mapped with DMA_BUF_IOCTL_SYNC, compared"
+            try writeAndCompare(dmabuf, size: buffer.size, seed: 0x19, what: "\(path) dumb dmabuf")
+            return "\(path): dumb buffer of \(buffer.size / 1024) KiB, PRIME dmabuf named \(dmabufName), written and re-mapped with DMA_BUF_IOCTL_SYNC, compared"
         }
         throw .unavailable("no DRM node makes dumb buffers: " + refusals.joined(separator: "; "))
     }
