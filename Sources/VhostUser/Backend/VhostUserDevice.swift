@@ -28,9 +28,13 @@ public protocol VhostUserDevice: AnyObject, Sendable {
     func writeConfig(offset: Int, bytes: [UInt8]) -> Bool
     /// The features the driver acknowledged (SET_FEATURES).
     func featuresNegotiated(_ features: UInt64)
-    /// Handles one chain popped from `queue`; returns the number of bytes written into it.
-    /// Must never trap on what the chain holds.
+    /// Handles one chain popped from `queue`; returns the number of bytes written into it, or
+    /// `deferredCompletion`: the device has kept the chain's head and will hand it back later
+    /// through the queue's `QueueCompletions` (virgl fences). Must never trap on what the chain holds.
     func handleChain(queue: Int, chain: DescriptorChain, memory: GuestMemory) -> UInt32
+    /// A queue's worker started: chains deferred on it are returned through `completions`
+    /// (valid until the worker stops; a stopped worker ignores late completions).
+    func queueStarted(_ queue: Int, completions: QueueCompletions)
     /// A request the generic server does not know (GPU_SET_SOCKET, ...).
     func handleDeviceRequest(_ request: UInt32, payload: [UInt8], fds: [OwnedFileDescriptor]) throws(VhostUserMessageError) -> DeviceRequestOutcome
     /// Called on the connection thread before queue workers are stopped, so the device can
@@ -50,7 +54,11 @@ public protocol VhostUserDevice: AnyObject, Sendable {
     func sharedObject(uuid: [UInt8]) -> OwnedFileDescriptor?
 }
 
+/// `handleChain`'s answer for a chain the device returns later.
+public let deferredCompletion = UInt32.max
+
 extension VhostUserDevice {
+    public func queueStarted(_ queue: Int, completions: QueueCompletions) {}
     public var protocolFeatures: VhostUserProtocolFeatures { [] }
     public func readConfig(offset: Int, count: Int) -> [UInt8]? { nil }
     public func writeConfig(offset: Int, bytes: [UInt8]) -> Bool { false }

@@ -14,8 +14,36 @@ public final class GuestMemoryPublisher: Sendable {
     public var current: (memory: GuestMemory, generation: UInt64) { state.withLock { $0 } }
 }
 
+/// Chains a device kept (`deferredCompletion`) and hands back from any thread: queued here and
+/// put in the used ring by the queue's own worker, the only thread that touches the ring.
+public final class QueueCompletions: Sendable {
+    private let pending = Mutex<[(head: UInt16, length: UInt32)]>([])
+    private let wake: Int32
+    private let closed = Atomic<Bool>(false)
+
+    init(wake: Int32) { self.wake = wake }
+
+    /// Returns chain `head` to the driver with `length` bytes written. Ignored once the worker
+    /// stopped (the vring base was handed back; the driver resets the queue before reuse).
+    public func complete(head: UInt16, length: UInt32) {
+        guard !closed.load(ordering: .acquiring) else { return }
+        pending.withLock { $0.append((head, length)) }
+        EventFD.signal(wake)
+    }
+
+    func take() -> [(head: UInt16, length: UInt32)] {
+        pending.withLock { p in
+            defer { p.removeAll(keepingCapacity: true) }
+            return p
+        }
+    }
+
+    func close() { closed.store(true, ordering: .releasing) }
+}
+
 /// One virtqueue's worker: an OS thread blocked in poll(2) on the kick eventfd and a wake
-/// eventfd. Pops chains, hands them to the device, returns them, signals the call eventfd.
+/// eventfd. Pops chains, hands them to the device, returns them, signals the call eventfd;
+/// chains the device deferred come back through `completions`.
 final class VringWorker: Sendable {
     let index: Int
     private let kick: OwnedFileDescriptor
@@ -26,6 +54,7 @@ final class VringWorker: Sendable {
     private let finished = DispatchSemaphore(value: 0)
     /// The avail index reached, valid once the thread has finished.
     private let finalAvail = Atomic<UInt16>(0)
+    let completions: QueueCompletions
 
     /// @unchecked: the queue moves to the worker thread once and is used only there.
     private final class QueueBox: @unchecked Sendable { let queue: SplitVirtqueue; init(_ q: SplitVirtqueue) { queue = q } }
@@ -35,10 +64,12 @@ final class VringWorker: Sendable {
         self.index = index
         self.kick = kick
         self.wake = try EventFD.make()
+        self.completions = QueueCompletions(wake: wake.rawValue)
         self.call = Mutex(call)
         self.enabled = Atomic(enabled)
         finalAvail.store(queue.nextAvail, ordering: .relaxed)
         let box = QueueBox(queue)
+        device.queueStarted(index, completions: completions)
         startThread(name: "vgpu-vq\(index)") { [self] in
             run(box.queue, memory: memory, device: device, log: log)
         }
@@ -56,6 +87,7 @@ final class VringWorker: Sendable {
         stopRequested.store(true, ordering: .releasing)
         EventFD.signal(wake.rawValue)
         finished.wait()
+        completions.close()
         return finalAvail.load(ordering: .acquiring)
     }
 
@@ -80,6 +112,7 @@ final class VringWorker: Sendable {
             pendingWork = false
             if stopRequested.load(ordering: .acquiring) { break }
             guard enabled.load(ordering: .acquiring), !broken else { continue }
+            returnDeferred(queue)
             let snapshot = memory.current
             if snapshot.generation != generation {
                 do { try queue.updateMemory(snapshot.memory); generation = snapshot.generation } catch {
@@ -92,6 +125,14 @@ final class VringWorker: Sendable {
         }
     }
 
+    /// Puts chains the device finished later (fences) in the used ring.
+    private func returnDeferred(_ queue: SplitVirtqueue) {
+        let done = completions.take()
+        guard !done.isEmpty else { return }
+        for c in done { queue.addUsed(head: c.head, length: c.length) }
+        notify(queue)
+    }
+
     /// Processes every available chain; false if the queue is broken beyond recovery.
     private func drain(_ queue: SplitVirtqueue, chain: inout DescriptorChain, memory: GuestMemory,
                        device: any VhostUserDevice, log: RateLimitedLogger<String>) -> Bool {
@@ -100,7 +141,7 @@ final class VringWorker: Sendable {
                 do {
                     guard try queue.popChain(into: &chain) else { break }
                     let written = device.handleChain(queue: index, chain: chain, memory: memory)
-                    queue.addUsed(head: chain.head, length: written)
+                    if written != deferredCompletion { queue.addUsed(head: chain.head, length: written) }
                 } catch {
                     log.log(.warning, key: "vq-chain", "vq\(index): bad descriptor chain: \(error)")
                     guard let head = error.recoverableHead else {

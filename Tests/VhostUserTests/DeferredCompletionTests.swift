@@ -1,0 +1,70 @@
+import Foundation
+import Synchronization
+import Testing
+import VGPUTestSupport
+import VhostUser
+import VhostUserFrontend
+import VirtioCore
+
+/// A device that answers chains whose first byte is odd at once and keeps the even ones, to be
+/// handed back later from another thread (as virgl fences are).
+final class DeferringDevice: VhostUserDevice {
+    let queueCount = 1
+    let maxQueueSize: UInt16 = 256
+    let deviceFeatures: UInt64 = 0
+    let kept = Mutex<[UInt16]>([])
+    let completions = Mutex<QueueCompletions?>(nil)
+
+    func queueStarted(_ queue: Int, completions c: QueueCompletions) { completions.withLock { $0 = c } }
+    func handleChain(queue: Int, chain: DescriptorChain, memory: GuestMemory) -> UInt32 {
+        var reader = ChainReader(chain: chain, memory: memory)
+        var first = [UInt8](repeating: 0, count: 1)
+        do { try first.withUnsafeMutableBytes { try reader.read(into: $0) } } catch { return 0 }
+        if first[0] % 2 == 1 { return 1 }
+        kept.withLock { $0.append(chain.head) }
+        return deferredCompletion
+    }
+    /// Hands every kept chain back, last kept first, from a thread of its own.
+    func releaseAll() {
+        let heads = kept.withLock { k in defer { k.removeAll() }; return k }
+        let c = completions.withLock { $0 }
+        let t = Thread { for h in heads.reversed() { c?.complete(head: h, length: 2) } }
+        t.start()
+    }
+    func reset() {}
+    func disconnected() {}
+}
+
+@Suite(.serialized) struct DeferredCompletionTests {
+    @Test func deferredChainsComeBackLaterAndOthersAreNotHeldBehindThem() throws {
+        let device = DeferringDevice()
+        let served = try ServedDevice(device)
+        let f = VhostUserFrontend(socket: served.frontendSocket)
+        let ram = try GuestRAM(size: 1 << 20)
+        let queue = try DriverQueue(ram: ram, size: 64)
+        try f.start(ram: ram, queues: [queue])
+        var heads: [UInt8: UInt16] = [:]
+        for tag in UInt8(0)..<8 {
+            let req = ram.allocate(1), resp = ram.allocate(4)
+            ram.write([tag], at: req)
+            heads[tag] = queue.add([.init(req, 1, writable: false), .init(resp, 4, writable: true)])
+        }
+        queue.notifyDevice()
+        // The odd ones come back at once, though even ones were queued before them.
+        let immediate = queue.waitUsed(count: 4)
+        #expect(Set(immediate.map(\.head)) == Set([1, 3, 5, 7].map { heads[UInt8($0)]! }))
+        #expect(immediate.allSatisfy { $0.length == 1 })
+        usleep(100_000)
+        #expect(queue.collectUsed().isEmpty, "deferred chains stay out until the device returns them")
+        device.releaseAll()
+        let later = queue.waitUsed(count: 4)
+        #expect(Set(later.map(\.head)) == Set([0, 2, 4, 6].map { heads[UInt8($0)]! }))
+        #expect(later.allSatisfy { $0.length == 2 })
+        // After GET_VRING_BASE a late completion is dropped, not written into a stopped ring.
+        let c = try #require(device.completions.withLock { $0 })
+        _ = try f.getVringBase(0)
+        c.complete(head: 0, length: 9)
+        usleep(50_000)
+        #expect(queue.collectUsed().isEmpty)
+    }
+}
