@@ -15,7 +15,7 @@ final class BackendSession {
     let socketPath: String
     let controlSocket: String
     let logPath: String
-    let process = Process()
+    private(set) var process: Child!
     private(set) var driver: VirtioGPUDriver!
     private(set) var peer: DisplayChannelPeer!
 
@@ -25,23 +25,17 @@ final class BackendSession {
         socketPath = work.file("\(name).sock")
         controlSocket = work.file("\(name)-ctl.sock")
         logPath = work.file("\(name)-backend.log")
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: backend)
-        process.arguments = ["--socket-path", socketPath, "--control-socket", controlSocket] + arguments
-        process.standardInput = FileHandle.nullDevice
-        let log = FileHandle(forWritingAtPath: logPath)
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        try? log?.close()
+        let log = try openForWriting(logPath), null = openDevNull()
+        defer { close(log); close(null) }
+        process = try Child(backend, ["--socket-path", socketPath, "--control-socket", controlSocket] + arguments,
+                            stdin: null, stdout: log, stderr: log)
 
         // The backend binds the control socket first, then the vhost-user one.
         let deadline = Date().addingTimeInterval(60)
         var socket: OwnedFileDescriptor?
         while socket == nil {
-            if !process.isRunning {
-                process.waitUntilExit()
-                throw CheckError("\(backend) exited with status \(process.terminationStatus) before listening: \(logTail())")
+            if let status = process.status {
+                throw CheckError("\(backend) exited with status \(status) before listening: \(logTail())")
             }
             if FileManager.default.fileExists(atPath: socketPath) { socket = try? UnixSocket.connect(path: socketPath) }
             if socket == nil {
@@ -74,10 +68,7 @@ final class BackendSession {
     func stop(timeout: Double = 10) {
         driver?.frontend.disconnect()
         peer?.close()
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
+        if process.wait(timeout: timeout) == nil { process.stop(grace: 5) }
     }
 
     // MARK: commands

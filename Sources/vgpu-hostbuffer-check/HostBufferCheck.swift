@@ -20,7 +20,7 @@ struct HostBufferCheck: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vgpu-hostbuffer-check",
         abstract: "Check vgpu-backend's host buffers (udmabuf, dma-heap, DRM dumb) on a kernel that has them.",
-        subcommands: [RunChecks.self, Consume.self],
+        subcommands: [RunChecks.self, Consume.self, ConsumerSelfTest.self],
         defaultSubcommand: RunChecks.self)
 }
 

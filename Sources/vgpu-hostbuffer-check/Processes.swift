@@ -29,31 +29,22 @@ func runCapture(_ executable: String, _ arguments: [String], in work: WorkDirect
 {
     let tag = "\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
     let outPath = work.file("run-\(tag).out"), errPath = work.file("run-\(tag).err")
-    _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
     defer { unlink(outPath); unlink(errPath) }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: executable)
-    p.arguments = arguments
-    p.standardInput = FileHandle.nullDevice
-    guard let out = FileHandle(forWritingAtPath: outPath), let err = FileHandle(forWritingAtPath: errPath) else {
-        return (-1, "", "cannot open output files in \(work.path)")
+    let null = openDevNull()
+    defer { close(null) }
+    let child: Child
+    do {
+        let out = try openForWriting(outPath), err = try openForWriting(errPath)
+        defer { close(out); close(err) }
+        child = try Child(executable, arguments, stdin: null, stdout: out, stderr: err)
+    } catch {
+        return (-1, "", "\(error)")
     }
-    p.standardOutput = out
-    p.standardError = err
-    do { try p.run() } catch { return (-1, "", "cannot run \(executable): \(error)") }
-    try? out.close(); try? err.close()
-    let deadline = Date().addingTimeInterval(timeout)
-    while p.isRunning {
-        if Date() > deadline {
-            p.terminate()
-            p.waitUntilExit()
-            return (-1, read(outPath), "timed out after \(Int(timeout))s; " + read(errPath))
-        }
-        usleep(10_000)
+    guard let status = child.wait(timeout: timeout) else {
+        child.stop(grace: 2)
+        return (-1, read(outPath), "timed out after \(Int(timeout))s; " + read(errPath))
     }
-    p.waitUntilExit()
-    return (p.terminationStatus, read(outPath), read(errPath))
+    return (status, read(outPath), read(errPath))
 }
 
 func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
@@ -93,10 +84,9 @@ final class LineReader {
 
 /// `vgpuctl --socket C export UUID --exec <this program> consume`, talked to over its stdin/stdout.
 final class ExportedConsumer {
-    let process = Process()
-    let toChild = Pipe()
-    let fromChild = Pipe()
-    let reader: LineReader
+    private var child: Child?
+    private var toChild: Int32 = -1
+    private var reader: LineReader?
     let errPath: String
     /// The consumer's INFO object (nil if vgpuctl failed before exec, or the consumer died).
     private(set) var info: [String: Any]?
@@ -104,24 +94,21 @@ final class ExportedConsumer {
 
     init(vgpuctl: String, controlSocket: String, uuid: String, work: WorkDirectory, label: String, timeout: Double = 60) {
         errPath = work.file("consumer-\(label).err")
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        reader = LineReader(fd: fromChild.fileHandleForReading.fileDescriptor)
-        process.executableURL = URL(fileURLWithPath: vgpuctl)
-        process.arguments = ["--socket", controlSocket, "export", uuid, "--exec", ownExecutable(), "consume"]
-        process.standardInput = toChild
-        process.standardOutput = fromChild
-        process.standardError = FileHandle(forWritingAtPath: errPath)
         do {
-            try process.run()
+            let input = try makePipe(), output = try makePipe()
+            let err = try openForWriting(errPath)
+            defer { close(input.read); close(output.write); close(err) }
+            toChild = input.write
+            reader = LineReader(fd: output.read)
+            child = try Child(vgpuctl, ["--socket", controlSocket, "export", uuid, "--exec", ownExecutable(), "consume"],
+                              stdin: input.read, stdout: output.write, stderr: err)
         } catch {
-            startError = "cannot run \(vgpuctl): \(error)"
+            startError = "\(error)"
             return
         }
-        try? fromChild.fileHandleForWriting.close()
-        try? toChild.fileHandleForReading.close()
-        guard let line = reader.next(timeout: timeout) else {
+        guard let line = reader?.next(timeout: timeout) else {
             startError = "no INFO line from the consumer within \(Int(timeout))s; vgpuctl/consumer stderr: \(stderrText)"
-                + (process.isRunning ? "" : " (exit status \(process.terminationStatus))")
+                + (child?.status.map { " (exit status \($0))" } ?? "")
             return
         }
         guard line.hasPrefix("INFO "),
@@ -133,9 +120,14 @@ final class ExportedConsumer {
         info = object
     }
 
+    deinit {
+        finish()
+        if let fd = reader?.fd { close(fd) }
+    }
+
     var stderrText: String {
         // Give a process that just failed a moment to finish writing.
-        if process.isRunning { usleep(100_000) }
+        if child?.isRunning == true { usleep(100_000) }
         return oneLine(read(errPath).trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
@@ -145,10 +137,9 @@ final class ExportedConsumer {
 
     /// Sends one request and returns (ok, detail).
     func ask(_ request: String, timeout: Double = 60) -> (ok: Bool, detail: String) {
-        guard info != nil else { return (false, startError ?? "no consumer") }
-        let bytes = Data((request + "\n").utf8)
-        do { try toChild.fileHandleForWriting.write(contentsOf: bytes) } catch {
-            return (false, "consumer gone (\(error)); stderr: \(stderrText)")
+        guard info != nil, let reader else { return (false, startError ?? "no consumer") }
+        guard toChild >= 0, writeAll(toChild, request + "\n") else {
+            return (false, "consumer gone; stderr: \(stderrText)")
         }
         guard let reply = reader.next(timeout: timeout) else {
             return (false, "no reply to \(request) within \(Int(timeout))s; stderr: \(stderrText)")
@@ -157,13 +148,13 @@ final class ExportedConsumer {
         return (false, reply.hasPrefix("BAD ") ? String(reply.dropFirst(4)) : reply)
     }
 
-    /// EXIT, then waits for the process (killed after `timeout`).
+    /// EXIT, then waits for the process (killed after `timeout`). Idempotent.
     func finish(timeout: Double = 10) {
-        if info != nil, process.isRunning { _ = try? toChild.fileHandleForWriting.write(contentsOf: Data("EXIT\n".utf8)) }
-        try? toChild.fileHandleForWriting.close()
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
+        if toChild >= 0 {
+            if info != nil { _ = writeAll(toChild, "EXIT\n") }
+            close(toChild)
+            toChild = -1
+        }
+        if let child, child.wait(timeout: timeout) == nil { child.stop(grace: 2) }
     }
 }

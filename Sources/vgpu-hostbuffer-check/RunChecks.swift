@@ -48,6 +48,11 @@ struct RunChecks: ParsableCommand {
             }
         }
         checks.reporter.log(String(format: "hostbuffers: checks took %.1fs", Date().timeIntervalSince(start)))
+        if checks.reporter.failed.isEmpty {
+            try? FileManager.default.removeItem(atPath: checks.work.path)
+        } else {
+            checks.reporter.log("work folder kept (backend logs, consumer stderr): \(checks.work.path)")
+        }
         checks.reporter.summary()
     }
 }
