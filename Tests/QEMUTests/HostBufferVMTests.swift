@@ -67,7 +67,7 @@ struct HostBufferVMTests {
                 #expect(try await guest.waitForPowerOff() == 0)
             }
         } catch let error as GuestSessionError {
-            print(error.diagnostics)
+            // The diagnostics end with the serial log (every VGPU-RESULT line).
             Issue.record("hostbuffers guest: \(error.underlying)\n\(error.diagnostics)")
         }
         for name in Self.checks {
@@ -89,6 +89,19 @@ struct HostBufferVMTests {
             out.append("hostbuffers: no summary line (the check program did not finish)")
         }
         return out
+    }
+
+    @Test("without a GPU device QEMU gets no vhost-user-gpu-pci and no backend socket")
+    func noGPUDeviceArguments() throws {
+        let kernel = try HarnessEnvironment(locatingFrom: #filePath).kernel("6.12")
+        var options = GuestOptions(qemu: "/qemu", kernel: kernel, initramfs: URL(fileURLWithPath: "/initrd"),
+                                   backend: BackendCommand(executable: "/vgpu-backend"), scenario: "hostbuffers")
+        let with = options.qemuArguments(backendSocket: "/b.sock", serialSocket: "/s.sock", qmpSocket: "/q.sock")
+        #expect(with.contains { $0.hasPrefix("vhost-user-gpu-pci") } && with.contains("socket,id=vgpu,path=/b.sock"))
+        options.gpuDevice = false
+        let without = options.qemuArguments(backendSocket: "/b.sock", serialSocket: "/s.sock", qmpSocket: "/q.sock")
+        #expect(!without.contains { $0.contains("vhost-user-gpu") || $0.contains("/b.sock") })
+        #expect(without.contains("socket,id=serial0,path=/s.sock") && without.contains("unix:/q.sock,server=on,wait=off"))
     }
 
     @Test("a missing or failed check is a failure")
