@@ -51,7 +51,16 @@ struct RunChecks: ParsableCommand {
         if checks.reporter.failed.isEmpty {
             try? FileManager.default.removeItem(atPath: checks.work.path)
         } else {
+            // In a guest the folder dies with it: the logs' tails go to the serial console.
             checks.reporter.log("work folder kept (backend logs, consumer stderr): \(checks.work.path)")
+            let files = ((try? FileManager.default.contentsOfDirectory(atPath: checks.work.path)) ?? [])
+                .filter { $0.hasSuffix(".log") || $0.hasSuffix(".err") }.sorted()
+            for f in files {
+                let lines = read(checks.work.file(f)).split(separator: "\n").suffix(25)
+                if lines.isEmpty { continue }
+                checks.reporter.log("---- \(f), last \(lines.count) lines")
+                checks.reporter.log(lines.joined(separator: "\n"))
+            }
         }
         checks.reporter.summary()
     }

@@ -54,5 +54,36 @@ struct ConsumerSelfTest: ParsableCommand {
         log("EXPECT-NOT 7: \(ask("EXPECT-NOT 7"))")
         _ = writeAll(input.write, "EXIT\n")
         log("consumer exit status \(child.wait(timeout: 10).map(String.init) ?? "still running")")
+
+        // What the other exporters call themselves in fdinfo (what the heap and drm checks expect).
+        func expName(_ fd: Int32) -> String {
+            let text = (try? String(contentsOfFile: "/proc/self/fdinfo/\(fd)", encoding: .utf8)) ?? ""
+            return text.split(separator: "\n").first { $0.hasPrefix("exp_name") }.map(String.init) ?? "no exp_name"
+        }
+        let heap = open("/dev/dma_heap/system", O_RDONLY | O_CLOEXEC)
+        var alloc = dma_heap_allocation_data()
+        alloc.len = UInt64(size)
+        alloc.fd_flags = vgpu_dmabuf_fd_flags()
+        if heap >= 0, vgpu_ioctl_ptr(heap, vgpu_DMA_HEAP_IOCTL_ALLOC(), &alloc) == 0 {
+            log("dma-heap system dmabuf: \(expName(Int32(bitPattern: alloc.fd)))")
+        } else {
+            log("dma-heap: \(String(cString: strerror(errno)))")
+        }
+        let card = open("/dev/dri/card0", O_RDWR | O_CLOEXEC)
+        var dumb = drm_mode_create_dumb()
+        dumb.width = UInt32(w); dumb.height = UInt32(h); dumb.bpp = 32
+        var prime = drm_prime_handle()
+        if card >= 0, vgpu_ioctl_ptr(card, vgpu_DRM_IOCTL_MODE_CREATE_DUMB(), &dumb) == 0 {
+            prime.handle = dumb.handle
+            prime.flags = vgpu_dmabuf_fd_flags()
+            if vgpu_ioctl_ptr(card, vgpu_DRM_IOCTL_PRIME_HANDLE_TO_FD(), &prime) == 0 {
+                log("card0 dumb buffer \(w)x\(h) pitch \(dumb.pitch) PRIME dmabuf: \(expName(prime.fd)); reopen O_RDONLY: "
+                    + (open("/proc/self/fd/\(prime.fd)", O_RDONLY) >= 0 ? "works" : String(cString: strerror(errno))))
+            } else {
+                log("PRIME_HANDLE_TO_FD: \(String(cString: strerror(errno)))")
+            }
+        } else {
+            log("card0 CREATE_DUMB: \(String(cString: strerror(errno)))")
+        }
     }
 }
