@@ -278,6 +278,8 @@ final class Checks {
             result("scanout", false, "\(error)")
             return
         }
+        // Off the scanout again afterwards, as a guest does before RESOURCE_UNREF.
+        defer { _ = try? session.driver.setScanout(0, id: 0, rect: VirtioGPUDriver.rect(0, 0, 0, 0)) }
         let peer = session.peer!
         let arrived = peer.waitFor(timeout: .seconds(10)) { $0.dmabufScanouts[0]?.fileID != nil }
         let state = peer.state
