@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "vgpu-backend", targets: ["vgpu-backend"]),
         .executable(name: "vgpu-bench", targets: ["vgpu-bench"]),
         .executable(name: "vgpuctl", targets: ["vgpuctl"]),
+        .executable(name: "vgpu-hostbuffer-check", targets: ["vgpu-hostbuffer-check"]),
         .library(name: "VhostUserFrontend", targets: ["VhostUserFrontend"]),
     ],
     dependencies: [
@@ -73,6 +74,12 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpuctl", dependencies: [
             "ControlPlane", "VirtioGPU", "VhostUser",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: swiftSettings),
+        // Runs inside a TCG guest on a kernel with udmabuf/dma-heaps/vgem (guest/init's `hostbuffers`):
+        // starts vgpu-backend, drives it as the frontend, exports through vgpuctl, checks real dmabufs.
+        .executableTarget(name: "vgpu-hostbuffer-check", dependencies: [
+            "VhostUserFrontend", "VhostUser", "VirtioCore", "DisplayChannel", "CShims",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-bench", dependencies: [

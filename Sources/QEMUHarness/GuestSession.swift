@@ -25,6 +25,9 @@ public struct GuestOptions: Sendable {
     public var keepWorkDir = false
     /// QOM id of the vhost-user-gpu-pci device (for `screendump` with `head`).
     public var displayDevice = "gpu0"
+    /// False: no vhost-user-gpu-pci device and no backend process (guests that start their own
+    /// programs, such as the `hostbuffers` scenario, which runs vgpu-backend inside the guest).
+    public var gpuDevice = true
 
     public init(qemu: String, kernel: GuestKernel, initramfs: URL, backend: BackendCommand,
                 scenario: String, label: String? = nil) {
@@ -47,13 +50,14 @@ public struct GuestOptions: Sendable {
     public func qemuArguments(backendSocket: String, serialSocket: String, qmpSocket: String) -> [String] {
         var device = "vhost-user-gpu-pci,id=\(displayDevice),chardev=vgpu"
         if let maxOutputs { device += ",max_outputs=\(maxOutputs)" }
+        let gpu = gpuDevice ? ["-chardev", "socket,id=vgpu,path=\(backendSocket)", "-device", device] : []
         return [
             "-name", "vgpu-\(label)",
             "-accel", "tcg", "-machine", "q35", "-cpu", "max", "-m", "\(memoryMiB)", "-smp", "\(cpus)",
             "-nodefaults", "-no-reboot", "-display", "none", "-vga", "none", "-monitor", "none",
             "-object", "memory-backend-memfd,id=mem,size=\(memoryMiB)M,share=on", "-numa", "node,memdev=mem",
             "-kernel", kernel.image.path, "-initrd", initramfs.path, "-append", kernelCommandLine,
-            "-chardev", "socket,id=vgpu,path=\(backendSocket)", "-device", device,
+        ] + gpu + [
             "-chardev", "socket,id=serial0,path=\(serialSocket)", "-serial", "chardev:serial0",
             "-qmp", "unix:\(qmpSocket),server=on,wait=off",
         ] + qemuArguments
@@ -157,10 +161,16 @@ public final class GuestSession: @unchecked Sendable {
 
     private func start() async throws {
         for (what, path) in [("QEMU", options.qemu), ("guest kernel", options.kernel.image.path),
-                             ("initramfs", options.initramfs.path), ("backend", options.backend.executable)]
+                             ("initramfs", options.initramfs.path)] + (options.gpuDevice ? [("backend", options.backend.executable)] : [])
         where !FileManager.default.fileExists(atPath: path) {
             throw HarnessError.missing(what: what, path: path, hint: "run scripts/setup")
         }
+        if options.gpuDevice { try await startBackend() }
+        serial = try SerialConsole(socketPath: serialSocket, logFile: workDir.appendingPathComponent("serial.log"))
+        try await startQEMU()
+    }
+
+    private func startBackend() async throws {
         let backend = try ChildProcess(
             name: "backend (\(options.backend.label))", executable: options.backend.executable,
             arguments: ["--socket-path", backendSocket] + options.backend.extraArguments,
@@ -174,9 +184,9 @@ public final class GuestSession: @unchecked Sendable {
             if socketDeadline.expired { throw HarnessError.timeout(waitingFor: "backend socket \(backendSocket)", after: socketDeadline.timeout) }
             try await Task.sleep(for: .milliseconds(20))
         }
+    }
 
-        serial = try SerialConsole(socketPath: serialSocket, logFile: workDir.appendingPathComponent("serial.log"))
-
+    private func startQEMU() async throws {
         launchedAt = ContinuousClock.now
         let qemu = try ChildProcess(
             name: "QEMU", executable: options.qemu,

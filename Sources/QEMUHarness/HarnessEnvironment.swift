@@ -30,6 +30,8 @@ public struct BackendCommand: Sendable, Equatable {
 /// Environment overrides: `VGPU_BACKEND` (backend executable), `VGPU_QEMU` (QEMU binary),
 /// `VGPU_INITRAMFS` (a prebuilt initramfs instead of running guest/build-initramfs),
 /// `VGPU_GUEST_TEST` (the static vgpu-guest-test binary packed into the initramfs),
+/// `VGPU_GUEST_BACKEND`, `VGPU_GUEST_VGPUCTL`, `VGPU_HOSTBUFFER_CHECK` (the static programs of the
+/// host buffer VM test),
 /// `VGPU_KEEP_WORKDIR=1` (keep each guest's folder of logs and screendumps even on success).
 public struct HarnessEnvironment: Sendable {
     public let packageRoot: URL
@@ -74,6 +76,21 @@ public struct HarnessEnvironment: Sendable {
         guard FileManager.default.isExecutableFile(atPath: path) else {
             throw HarnessError.missing(what: "guest test program (VGPU_GUEST_TEST)", path: path,
                                        hint: "swift build -c release --static-swift-stdlib --product vgpu-guest-test --scratch-path .build-guest (scripts/test does)")
+        }
+        return path
+    }
+
+    /// A static program built for the guests: `$variable`, else `.build-guest/release/<product>`
+    /// (scripts/test builds each with `swift build -c release --static-swift-stdlib --product
+    /// <product> --scratch-path .build-guest`). The host buffer VM test packs three:
+    /// `VGPU_GUEST_BACKEND` (vgpu-backend), `VGPU_GUEST_VGPUCTL` (vgpuctl) and
+    /// `VGPU_HOSTBUFFER_CHECK` (vgpu-hostbuffer-check).
+    public func guestProgram(_ product: String, variable: String) throws -> String {
+        let path = variables[variable].flatMap { $0.isEmpty ? nil : $0 }
+            ?? packageRoot.appendingPathComponent(".build-guest/release/\(product)").path
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw HarnessError.missing(what: "static guest program \(product) (\(variable))", path: path,
+                                       hint: "swift build -c release --static-swift-stdlib --product \(product) --scratch-path .build-guest (scripts/test does)")
         }
         return path
     }

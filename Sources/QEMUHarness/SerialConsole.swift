@@ -21,6 +21,12 @@ public struct ScenarioResult: Sendable, Equatable {
     public let name: String
     public let passed: Bool
     public let detail: String
+
+    public init(name: String, passed: Bool, detail: String) {
+        self.name = name
+        self.passed = passed
+        self.detail = detail
+    }
 }
 
 /// The machine-readable messages of `guest/init` (see the comment at its top).
