@@ -349,13 +349,15 @@ final class Checks {
         _ = try? session.driver.unref(id: 1)
     }
 
-    /// The driver of each /sys/class/drm/cardN.
+    /// What each /sys/class/drm/cardN is: its driver, or (vgem's platform device has no driver
+    /// link) the name of its device.
     func drmDrivers() -> [String] {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/drm")) ?? []
+        let fm = FileManager.default
+        let entries = (try? fm.contentsOfDirectory(atPath: "/sys/class/drm")) ?? []
         return entries.filter { $0.hasPrefix("card") && !$0.contains("-") }.sorted().compactMap { card in
-            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/sys/class/drm/\(card)/device/driver")).map {
-                "\(card)=\(($0 as NSString).lastPathComponent)"
-            }
+            let base = "/sys/class/drm/\(card)/device"
+            let link = (try? fm.destinationOfSymbolicLink(atPath: base + "/driver")) ?? (try? fm.destinationOfSymbolicLink(atPath: base))
+            return link.map { "\(card)=\(($0 as NSString).lastPathComponent)" }
         }
     }
 }
