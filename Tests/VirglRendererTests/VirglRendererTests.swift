@@ -6,14 +6,32 @@ import Testing
 import Glibc
 #endif
 
-/// virglrenderer is one per process: every test shares this renderer, and the suite runs
-/// serialized (fence completions are renderer-wide).
+/// virglrenderer is one per process: the tests share one renderer (made on first use, and again
+/// after the lifecycle test shut it down), and the suite runs serialized (fence completions
+/// are renderer-wide).
 enum SharedRenderer {
     static let logLines = Atomic<Int>(0)
-    static let instance: Result<VirglRenderer, VirglError> = Result { () throws(VirglError) in
-        try VirglRenderer(VirglRendererOptions(log: { _ in SharedRenderer.logLines.add(1, ordering: .relaxed) }))
+    private static let current = Mutex<VirglRenderer?>(nil)
+
+    static func options(renderNode: String? = nil) -> VirglRendererOptions {
+        VirglRendererOptions(renderNode: renderNode, log: { _ in SharedRenderer.logLines.add(1, ordering: .relaxed) })
     }
-    static func get() throws -> VirglRenderer { try instance.get() }
+
+    static func get() throws -> VirglRenderer {
+        try current.withLock { renderer throws(VirglError) -> VirglRenderer in
+            if let renderer { return renderer }
+            let made = try VirglRenderer(options())
+            renderer = made
+            return made
+        }
+    }
+
+    static func shutDown() {
+        current.withLock { renderer in
+            renderer?.shutdown()
+            renderer = nil
+        }
+    }
 }
 
 /// Deterministic random numbers, so a failing fuzz run can be repeated from its seed.
@@ -276,6 +294,7 @@ struct VirglRendererTests {
                 Issue.record("unexpected \(error)")
                 return
             }
+            print("export without DRM: \(error)")
             #expect(!reason.isEmpty && !reason.contains("\n"))
             #expect(!error.description.contains("\n"))
         }
@@ -375,5 +394,48 @@ struct VirglRendererTests {
             return out
         }
         #expect(mismatches(pixels, expected: [51, 255, 0, 255]).isEmpty)
+    }
+
+    @Test func noGLIsAClearErrorAndTheRendererRestarts() throws {
+        // Leave work behind for shutdown to clean: a context, a resource with backing attached.
+        let leftover = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 32 * 4, alignment: 64)
+        defer { leftover.deallocate() }
+        try SharedRenderer.get().sync { core in
+            try core.createContext(91)
+            try core.createResource(renderTarget(901))
+            try core.attachResource(901, toContext: 91)
+            try core.attachBacking(901, [leftover])
+        }
+        SharedRenderer.shutDown()
+
+        do {
+            _ = try VirglRenderer(SharedRenderer.options(renderNode: "/nonexistent/renderD128"))
+            Issue.record("a renderer on a missing render node")
+        } catch {
+            guard case .noGL(let why) = error else { Issue.record("unexpected \(error)"); return }
+            print("no GL: \(error)")
+            #expect(why.contains("/nonexistent/renderD128"))
+            #expect(!error.description.contains("\n"))
+        }
+
+        // virglrenderer can be initialized again in the same process, twice over.
+        for round in 0..<2 {
+            let renderer = try VirglRenderer(SharedRenderer.options())
+            let pixels = try renderer.sync { core -> [UInt8] in
+                try core.createContext(92)
+                try core.createResource(renderTarget(902, width: 8, height: 8))
+                try core.attachResource(902, toContext: 92)
+                try clearResource(core, context: 92, resource: 902, surface: 1, format: VirglFormat.b8g8r8a8Unorm,
+                                  rgba: (0.2, 0.4, Float(round), 1.0))
+                var out = [UInt8](repeating: 0, count: 8 * 8 * 4)
+                try out.withUnsafeMutableBytes { b in try core.readPixels(902, box: VirglBox(width: 8, height: 8), into: b) }
+                return out
+            }
+            #expect(mismatches(pixels, expected: [UInt8(round * 255), 102, 51, 255]).isEmpty)
+            renderer.shutdown()
+            renderer.shutdown()   // idempotent
+            #expect(throws: VirglError.shutDown) { try renderer.sync { $0.capsets().count } }
+            #expect(!renderer.post { _ in })
+        }
     }
 }
