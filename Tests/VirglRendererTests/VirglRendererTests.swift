@@ -34,6 +34,22 @@ enum SharedRenderer {
     }
 }
 
+/// The environment without Foundation.
+enum ProcessInfoLite {
+    static var environment: [String: String] {
+        var result: [String: String] = [:]
+        var entry = environ
+        while let pointer = entry.pointee {
+            let pair = String(cString: pointer)
+            if let eq = pair.firstIndex(of: "=") {
+                result[String(pair[..<eq])] = String(pair[pair.index(after: eq)...])
+            }
+            entry += 1
+        }
+        return result
+    }
+}
+
 /// Deterministic random numbers, so a failing fuzz run can be repeated from its seed.
 struct SplitMix64: RandomNumberGenerator {
     var state: UInt64
@@ -320,9 +336,12 @@ struct VirglRendererTests {
 
     @Test func randomSubmitsLeaveTheRendererUsable() throws {
         let renderer = try SharedRenderer.get()
-        let seed = UInt64(DispatchTime.now().uptimeNanoseconds)
+        // VGPU_VIRGL_FUZZ_SECONDS and VGPU_VIRGL_FUZZ_SEED make a longer or a repeated run.
+        let environment = ProcessInfoLite.environment
+        let seed = environment["VGPU_VIRGL_FUZZ_SEED"].flatMap { UInt64($0) } ?? UInt64(DispatchTime.now().uptimeNanoseconds)
+        let seconds = environment["VGPU_VIRGL_FUZZ_SECONDS"].flatMap { UInt64($0) } ?? 3
         var rng = SplitMix64(state: seed)
-        let deadline = DispatchTime.now().uptimeNanoseconds + 3_000_000_000
+        let deadline = DispatchTime.now().uptimeNanoseconds + seconds * 1_000_000_000
         var submitted = 0, refused = 0, contextsMade = 0
         var context: UInt32 = 0
         try renderer.sync { core in
