@@ -62,17 +62,16 @@ final class RenderThread: Sendable {
         return queued
     }
 
-    /// Lets the jobs queued so far run, then ends the thread and waits for it. Not from the
-    /// render thread itself.
-    func stopAndJoin() {
-        precondition(!isCurrent, "RenderThread.stopAndJoin called on the render thread")
+    /// Lets the jobs queued so far run, then ends the thread. Waits for that unless called on
+    /// the render thread itself (from a job), where waiting would deadlock.
+    func stop() {
         let first = queue.withLock { q -> Bool in
             defer { q.stopping = true }
             return !q.stopping
         }
         guard first else { return }
         wakeup.signal()
-        exited.wait()
+        if !isCurrent { exited.wait() }
     }
 
     private func loop() {

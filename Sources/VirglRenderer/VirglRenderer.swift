@@ -64,7 +64,7 @@ public final class VirglRenderer: Sendable {
             glVersion = core.value.glVersion
             platform = core.value.platform
         case .failure(let error):
-            thread.stopAndJoin()
+            thread.stop()
             VirglLog.install(nil)
             Self.instanceRunning.store(false, ordering: .releasing)
             throw error
@@ -118,14 +118,19 @@ public final class VirglRenderer: Sendable {
     }
 
     /// Lets queued jobs finish, drops every context and resource, cleans virglrenderer up,
-    /// closes EGL and ends the render thread. Idempotent; not from inside a job.
+    /// closes EGL and ends the render thread. Idempotent. Waits for all that, except when
+    /// called from inside a job (or when the last reference goes there): then it happens right
+    /// after that job, and calls queued later fail with `shutDown`.
     public func shutdown() {
         guard !isShutDown.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let core = self.core
-        thread.enqueue { core.value.tearDown() }
-        thread.stopAndJoin()
-        VirglLog.install(nil)
-        Self.instanceRunning.store(false, ordering: .releasing)
+        thread.enqueue {
+            core.value.tearDown()
+            // Only now may another renderer start: virglrenderer's globals are clean.
+            VirglLog.install(nil)
+            VirglRenderer.instanceRunning.store(false, ordering: .releasing)
+        }
+        thread.stop()
     }
 }
 

@@ -456,5 +456,17 @@ struct VirglRendererTests {
             #expect(throws: VirglError.shutDown) { try renderer.sync { $0.capsets().count } }
             #expect(!renderer.post { _ in })
         }
+
+        // Shut down from inside a job: no deadlock; the teardown runs right after the job.
+        let renderer = try VirglRenderer(SharedRenderer.options())
+        try renderer.sync { _ in renderer.shutdown() }
+        #expect(throws: VirglError.shutDown) { try renderer.sync { $0.capsets().count } }
+        // The next renderer may have to wait for that teardown to finish.
+        var next: VirglRenderer?
+        for _ in 0..<100 where next == nil {
+            do { next = try VirglRenderer(SharedRenderer.options()) } catch .alreadyRunning { usleep(10_000) }
+        }
+        #expect(next != nil)
+        next?.shutdown()
     }
 }
