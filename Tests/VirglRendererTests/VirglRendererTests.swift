@@ -353,17 +353,35 @@ struct VirglRendererTests {
         while DispatchTime.now().uptimeNanoseconds < deadline {
             // A batch per job, so the other work on the render thread interleaves.
             let words: [[UInt32]] = (0..<16).map { _ in
-                let count = Int.random(in: 1...64, using: &rng)
-                var w = (0..<count).map { _ in UInt32.random(in: 0...UInt32.max, using: &rng) }
-                if Bool.random(using: &rng) {
+                switch UInt8.random(in: 0..<3, using: &rng) {
+                case 0:
+                    // Noise.
+                    return (0..<Int.random(in: 1...64, using: &rng)).map { _ in UInt32.random(in: 0...UInt32.max, using: &rng) }
+                case 1:
                     // A plausible header: a known command, a small object type, the real length,
                     // and small handles, to get past the first checks into the decoders.
+                    let count = Int.random(in: 1...64, using: &rng)
+                    var w = (0..<count).map { _ in UInt32.random(in: 0...UInt32.max, using: &rng) }
                     let command = UInt32.random(in: 0..<64, using: &rng)
                     let object = UInt32.random(in: 0..<12, using: &rng)
                     w[0] = command | object << 8 | UInt32(count - 1) << 16
                     for i in 1..<count where Bool.random(using: &rng) { w[i] = UInt32.random(in: 0..<8, using: &rng) }
+                    return w
+                default:
+                    // A valid clear of resource 701 with a few words changed (a value or one bit).
+                    var stream = VirglCommandStream()
+                    stream.createSurface(handle: 1, resource: 701, format: VirglFormat.b8g8r8a8Unorm)
+                    stream.setFramebufferState(colorSurfaces: [1])
+                    stream.clear(red: 1, green: 0, blue: 0, alpha: 1)
+                    stream.destroySurface(handle: 1)
+                    var w = stream.words
+                    for _ in 0..<Int.random(in: 1...4, using: &rng) {
+                        let i = Int.random(in: 0..<w.count, using: &rng)
+                        w[i] = Bool.random(using: &rng) ? UInt32.random(in: 0...UInt32.max, using: &rng)
+                                                         : w[i] ^ (1 << UInt32.random(in: 0..<32, using: &rng))
+                    }
+                    return w
                 }
-                return w
             }
             try renderer.sync { core in
                 for batch in words {
