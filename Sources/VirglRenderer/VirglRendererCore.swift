@@ -360,8 +360,9 @@ public final class VirglRendererCore {
 
     /// Device reset: every context and resource goes, pending fences are dropped.
     public func reset() {
+        // Take the backing back first, as on unref: virglrenderer only borrows the iovecs.
+        for id in resources.keys.sorted() where resources[id]!.backing != nil { try? detachBacking(id) }
         virgl_renderer_reset()
-        for (_, resource) in resources { resource.backing?.deallocate() }
         resources.removeAll()
         contexts.removeAll()
         fences.removeAll()

@@ -433,6 +433,31 @@ struct VirglRendererTests {
         #expect(mismatches(pixels, expected: [51, 255, 0, 255]).isEmpty)
     }
 
+    @Test func resetDropsEverythingAndTheRendererGoesOn() throws {
+        let renderer = try SharedRenderer.get()
+        let backing = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 32 * 4, alignment: 64)
+        defer { backing.deallocate() }
+        let pixels = try renderer.sync { core -> [UInt8] in
+            try core.createContext(61)
+            try core.createResource(renderTarget(611))
+            try core.attachResource(611, toContext: 61)
+            try core.attachBacking(611, [backing])
+            core.reset()
+            #expect(core.contextIDs.isEmpty && core.resourceIDs.isEmpty && core.pendingFenceCount == 0)
+            // The same ids again, and a clear that reads back.
+            try core.createContext(61)
+            try core.createResource(renderTarget(611, width: 4, height: 4))
+            defer { try? core.destroyResource(611); try? core.destroyContext(61) }
+            try core.attachResource(611, toContext: 61)
+            try clearResource(core, context: 61, resource: 611, surface: 1, format: VirglFormat.b8g8r8a8Unorm,
+                              rgba: (0.4, 0.4, 0.4, 0.2))
+            var out = [UInt8](repeating: 0, count: 4 * 4 * 4)
+            try out.withUnsafeMutableBytes { b in try core.readPixels(611, box: VirglBox(width: 4, height: 4), into: b) }
+            return out
+        }
+        #expect(mismatches(pixels, expected: [102, 102, 102, 51]).isEmpty)
+    }
+
     @Test func noGLIsAClearErrorAndTheRendererRestarts() throws {
         // Leave work behind for shutdown to clean: a context, a resource with backing attached.
         let leftover = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 32 * 4, alignment: 64)
@@ -482,7 +507,11 @@ struct VirglRendererTests {
         // The next renderer may have to wait for that teardown to finish.
         var next: VirglRenderer?
         for _ in 0..<100 where next == nil {
-            do { next = try VirglRenderer(SharedRenderer.options()) } catch .alreadyRunning { usleep(10_000) }
+            switch Result(catching: { () throws(VirglError) in try VirglRenderer(SharedRenderer.options()) }) {
+            case .success(let renderer): next = renderer
+            case .failure(.alreadyRunning): usleep(10_000)
+            case .failure(let error): throw error
+            }
         }
         #expect(next != nil)
         next?.shutdown()
