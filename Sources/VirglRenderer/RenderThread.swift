@@ -62,14 +62,19 @@ final class RenderThread: Sendable {
         return queued
     }
 
-    /// Lets the jobs queued so far run, then ends the thread. Waits for that unless called on
-    /// the render thread itself (from a job), where waiting would deadlock.
-    func stop() {
+    /// Lets the jobs queued so far run, then `lastJob`, then ends the thread. `lastJob` is
+    /// queued and further jobs refused in one step, so nothing can slip in after it. Waits
+    /// for the end unless called on the render thread itself (from a job), where waiting
+    /// would deadlock.
+    func stop(lastJob: (@Sendable () -> Void)? = nil) {
         let first = queue.withLock { q -> Bool in
-            defer { q.stopping = true }
-            return !q.stopping
+            guard !q.stopping else { return false }
+            if let lastJob { q.jobs.append(lastJob) }
+            q.stopping = true
+            return true
         }
         guard first else { return }
+        if lastJob != nil { wakeup.signal() }
         wakeup.signal()
         if !isCurrent { exited.wait() }
     }

@@ -124,13 +124,12 @@ public final class VirglRenderer: Sendable {
     public func shutdown() {
         guard !isShutDown.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let core = self.core
-        thread.enqueue {
+        thread.stop(lastJob: {
             core.value.tearDown()
             // Only now may another renderer start: virglrenderer's globals are clean.
             VirglLog.install(nil)
             VirglRenderer.instanceRunning.store(false, ordering: .releasing)
-        }
-        thread.stop()
+        })
     }
 }
 

@@ -139,6 +139,10 @@ public struct VirglResourceInfo: Equatable, Sendable {
     /// Bytes per row of level 0.
     public let stride: UInt32
     public let drmFourcc: Int32
+
+    /// `VIRGL_RESOURCE_Y_0_TOP`: row 0 is the top row. Without it the image is stored bottom
+    /// up (GL's way) and a scanout shows it flipped (QEMU passes this flag to its display).
+    public var isYZeroTop: Bool { flags & 1 != 0 }
 }
 
 /// A fence that retired: the id and context given to `createFence`.

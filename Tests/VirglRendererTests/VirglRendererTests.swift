@@ -514,6 +514,27 @@ struct VirglRendererTests {
             }
         }
         #expect(next != nil)
-        next?.shutdown()
+
+        // Shutdown while other threads call in: each call gets its answer or `shutDown`.
+        let racing = try #require(next)
+        let answered = Atomic<Int>(0), refused = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: 4) { worker in
+            if worker == 0 {
+                usleep(20_000)
+                racing.shutdown()
+                return
+            }
+            while true {
+                do {
+                    _ = try racing.sync { core in core.capsets().count }
+                    answered.add(1, ordering: .relaxed)
+                } catch {
+                    #expect(error as? VirglError == .shutDown)
+                    refused.add(1, ordering: .relaxed)
+                    return
+                }
+            }
+        }
+        #expect(answered.load(ordering: .relaxed) > 0 && refused.load(ordering: .relaxed) == 3)
     }
 }
