@@ -2,6 +2,7 @@
 // vgpu: a virtio-gpu vhost-user device backend. Layers, bottom up:
 //   CShims -> VirtioCore -> VhostUser -> DisplayChannel -> VirtioGPU -> executables
 //   CShims -> HostBuffers (memfd, udmabuf, dma-heap, DRM dumb buffers) -> VirtioGPU
+//   CVirglRenderer, CEpoxy, CGBM (system libraries) -> CVirglGlue -> VirglRenderer (virgl 3D) -> VirtioGPU
 // VhostUserFrontend is the driver side (tests, benchmarks); QEMUHarness boots real guests.
 import PackageDescription
 
@@ -61,6 +62,14 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),
+        // virgl 3D: libvirglrenderer, libepoxy and GBM through pkg-config, a thin C glue (EGL
+        // contexts and virglrenderer's callbacks), and the VirglRenderer module (one render thread).
+        .systemLibrary(name: "CVirglRenderer", pkgConfig: "virglrenderer",
+                       providers: [.apt(["libvirglrenderer-dev"])]),
+        .systemLibrary(name: "CEpoxy", pkgConfig: "epoxy", providers: [.apt(["libepoxy-dev"])]),
+        .systemLibrary(name: "CGBM", pkgConfig: "gbm", providers: [.apt(["libgbm-dev"])]),
+        .target(name: "CVirglGlue", dependencies: ["CVirglRenderer", "CEpoxy", "CGBM"]),
+        .target(name: "VirglRenderer", dependencies: ["CShims", "CVirglRenderer", "CVirglGlue"], swiftSettings: swiftSettings),
         // Boots real guests under QEMU: initramfs, QMP, serial log, screendumps.
         .target(name: "QEMUHarness", dependencies: [], swiftSettings: swiftSettings),
         // Runs inside test guests: drives the guest kernel's virtio-gpu driver (DRM uapi through CGuestDRM).
@@ -97,6 +106,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .testTarget(name: "HostBuffersTests", dependencies: ["HostBuffers", "VGPUTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "VirtioGPU"], swiftSettings: swiftSettings),
+        .testTarget(name: "VirglRendererTests", dependencies: ["VirglRenderer"], swiftSettings: swiftSettings),
         // Slow: boots QEMU. Run on its own, serialized (scripts/test).
         .testTarget(name: "QEMUTests", dependencies: ["QEMUHarness"], swiftSettings: swiftSettings),
     ]
