@@ -52,7 +52,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         // virtio-gpu: wire structs, command dispatch, resources, scanouts, cursor, UUID registry, 2D renderer.
         .target(name: "VirtioGPU", dependencies: [
-            "CShims", "VirtioCore", "VhostUser", "DisplayChannel", "HostBuffers",
+            "CShims", "VirtioCore", "VhostUser", "DisplayChannel", "HostBuffers", "VirglRenderer",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),

@@ -43,7 +43,7 @@ struct Serve: ParsableCommand {
     @Flag(name: [.customShort("c"), .customLong("print-capabilities")], help: "Print the vhost-user backend capabilities as JSON and exit.")
     var printCapabilities = false
 
-    @Flag(name: [.customShort("v"), .customLong("virgl")], help: "Enable virgl 3D rendering (not available in this build).")
+    @Flag(name: [.customShort("v"), .customLong("virgl")], help: "Render the guest's OpenGL with virglrenderer (VIRTIO_GPU_F_VIRGL), on Mesa's surfaceless EGL or on --render-node. One device per process.")
     var virgl = false
 
     @Option(name: [.customShort("r"), .customLong("render-node")], help: "DRM render node for 3D (used with --virgl).")
@@ -90,16 +90,16 @@ struct Serve: ParsableCommand {
             throw ValidationError("--socket-path \(path) is given more than once")
         }
         if let fd, fd < 0 { throw ValidationError("--fd must be a non-negative file descriptor") }
-        if virgl { throw ValidationError("--virgl: 3D rendering is not available in this build of vgpu-backend") }
-        if renderNode != nil { throw ValidationError("--render-node is only used with --virgl, which this build does not offer") }
+        if renderNode != nil && !virgl { throw ValidationError("--render-node is only used with --virgl") }
+        if virgl && socketPath.count > 1 { throw ValidationError("--virgl serves one device per process (virglrenderer is process-wide); give one --socket-path") }
         guard (1...16).contains(maxOutputs) else { throw ValidationError("--max-outputs must be between 1 and 16") }
         guard maxResourceMemoryMiB >= 1, maxResourceMemoryMiB <= 1 << 20 else { throw ValidationError("--max-resource-memory must be between 1 and 1048576 MiB") }
     }
 
     func run() throws {
         if printCapabilities {
-            // vhost-user.json "gpu" capabilities: what libvirt may pass. No virgl/render-node yet.
-            print(#"{"type": "gpu", "features": []}"#)
+            // vhost-user.json "gpu" capabilities: what libvirt may pass (as QEMU's backend).
+            print(#"{"type": "gpu", "features": ["virgl", "render-node"]}"#)
             return
         }
         signal(SIGPIPE, SIG_IGN)   // a closed display socket must be an error return, not a kill
@@ -126,12 +126,29 @@ struct Serve: ParsableCommand {
         let allocator: HostBufferAllocator
         do { allocator = try HostBufferAllocator(preference: hostBuffers) } catch { throw ValidationError(error.message) }
         logger.info("host buffers (\(hostBuffers.rawValue)): \(allocator.zeroCopy ? "zero copy over guest RAM with udmabuf; " : "")shadows: \(allocator.shadowKinds.map(\.rawValue).joined(separator: ", "))")
+        // virglrenderer is process-wide: one renderer, made once, serves the device (reset between
+        // frontends with --keep-running).
+        var virglRenderer: VirglGPURenderer?
+        if virgl {
+            let virglLogger = logger
+            do {
+                virglRenderer = try VirglGPURenderer(limits: config.normalized.limits, renderNode: renderNode,
+                                                     log: { virglLogger.debug("virglrenderer: \($0.trimmingSuffixNewline)") })
+            } catch {
+                throw ValidationError("--virgl: \(error)")
+            }
+            logger.info("virgl on \(virglRenderer!.glRenderer)")
+        }
+        let renderer3D = virglRenderer
         let makeDevice: @Sendable (String) -> any VhostUserDevice = { label in
             let id = GPUDeviceID(nextDevice.add(1, ordering: .relaxed).newValue)
             var deviceLogger = logger
             deviceLogger[metadataKey: "device"] = "\(id)"
-            let processor = GPUCommandProcessor(config: deviceConfig, display: NullDisplay(), uuids: registry, deviceID: id,
-                                                hostBuffers: allocator, events: directory.events, logger: deviceLogger)
+            let processor = renderer3D.map {
+                GPUCommandProcessor(config: deviceConfig, display: NullDisplay(), uuids: registry, deviceID: id, renderer: $0,
+                                    events: directory.events, logger: deviceLogger)
+            } ?? GPUCommandProcessor(config: deviceConfig, display: NullDisplay(), uuids: registry, deviceID: id,
+                                     hostBuffers: allocator, events: directory.events, logger: deviceLogger)
             return GPUVhostUserDevice(processor: processor, logger: deviceLogger, directory: directory, label: label,
                                       sharedObjectLookup: lookup)
         }
@@ -248,4 +265,9 @@ extension HostBufferPreference: ExpressibleByArgument {}
 /// `--dmabuf-scanout`.
 enum DMABUFScanoutMode: String, CaseIterable, ExpressibleByArgument {
     case auto, on, off
+}
+
+extension String {
+    /// virglrenderer's log lines end in a newline.
+    var trimmingSuffixNewline: String { hasSuffix("\n") ? String(dropLast()) : self }
 }

@@ -28,7 +28,8 @@ import VhostUserFrontend
 
     @Test(arguments: [
         [], ["--socket-path", "/tmp/x", "--fd", "3"], ["--fd", "-2"], ["--max-outputs", "0"], ["--max-outputs", "17"],
-        ["--virgl", "--socket-path", "/tmp/x"], ["-v", "-s", "/tmp/x"], ["-r", "/dev/dri/renderD128", "-s", "/tmp/x"], ["--bogus"], ["--fd", "987"],
+        ["--virgl", "--socket-path", "/tmp/x", "--socket-path", "/tmp/y"], ["-v", "-r", "/nonexistent/renderD128", "-s", "/tmp/x"],
+        ["-r", "/dev/dri/renderD128", "-s", "/tmp/x"], ["--bogus"], ["--fd", "987"],
         ["--socket-path", "/nonexistent-dir/sock"],
     ])
     func badArgumentsGiveOneLineAndNonZeroExit(args: [String]) throws {

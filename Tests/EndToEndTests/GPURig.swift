@@ -27,7 +27,8 @@ final class GPURig {
     init(registry: ResourceUUIDRegistry = ResourceUUIDRegistry(), deviceID: UInt32 = 1, config: GPUDeviceConfig = GPUDeviceConfig(numScanouts: 16),
          peerConfig: DisplayChannelPeer.Configuration = DisplayChannelPeer.Configuration(), ramSize: UInt64 = 64 << 20,
          connectDisplay: Bool = true, directory: DeviceDirectory? = nil, backendAckTimeout: Double = 1.0,
-         sharedObjectLookup: Bool = false, renderer: (any GPURenderer)? = nil) throws {
+         sharedObjectLookup: Bool = false, renderer: (any GPURenderer)? = nil,
+         displayOptions: VhostUserGPUDisplay.Options = .init()) throws {
         self.registry = registry
         let logger = Self.logger()
         let processor = renderer.map {
@@ -36,7 +37,7 @@ final class GPURig {
         } ?? GPUCommandProcessor(config: config, display: NullDisplay(), uuids: registry, deviceID: GPUDeviceID(deviceID),
                                  events: directory?.events, logger: logger)
         device = GPUVhostUserDevice(processor: processor, logger: logger, directory: directory, label: "rig \(deviceID)",
-                                    sharedObjectLookup: sharedObjectLookup)
+                                    sharedObjectLookup: sharedObjectLookup, displayOptions: displayOptions)
         let (a, b) = try UnixSocket.pair()
         let connection = VhostUserConnection(socket: b, device: device, logger: logger, backendAckTimeout: backendAckTimeout)
         let done = self.done

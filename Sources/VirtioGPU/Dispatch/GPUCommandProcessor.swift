@@ -3,6 +3,7 @@ import DisplayChannel
 import HostBuffers
 import Logging
 import Synchronization
+import VhostUser
 import VirtioCore
 
 /// One resource as `snapshot()` reports it (for the control socket and `vgpuctl`). Backing is
@@ -58,6 +59,13 @@ public final class GPUCommandProcessor: Sendable {
     public let deviceID: GPUDeviceID
     public let uuids: ResourceUUIDRegistry
     public let renderer: any GPURenderer
+    /// The same renderer when it runs virgl (VIRTIO_GPU_F_VIRGL offered), else nil.
+    public let renderer3D: (any GPURenderer3D)?
+    /// Where fenced control-queue chains go back once their fence signals (set when the
+    /// control queue's worker starts).
+    private let controlCompletions = Mutex<QueueCompletions?>(nil)
+    /// The cursor image a 3D renderer reads back into, off the control queue's path.
+    private let cursorBuffer = CursorBuffer()
 
     let logger: Logger
     private let guestErrors: GuestErrorLog
@@ -95,6 +103,7 @@ public final class GPUCommandProcessor: Sendable {
         self.deviceID = deviceID
         self.uuids = uuids
         self.renderer = renderer
+        self.renderer3D = renderer as? any GPURenderer3D
         self.logger = logger
         self.guestErrors = GuestErrorLog(logger: logger, perSecond: c.guestErrorLogsPerSecond)
         self.displayBox = Mutex(display)
@@ -114,6 +123,13 @@ public final class GPUCommandProcessor: Sendable {
 
     /// `virtio_gpu_config.num_scanouts`.
     public var numScanouts: UInt32 { config.numScanouts }
+    /// `virtio_gpu_config.num_capsets`: the 3D renderer's capsets, 0 without virgl.
+    public var numCapsets: UInt32 { UInt32(renderer3D?.capsets.count ?? 0) }
+
+    /// The control queue's worker started: fenced chains go back through `completions`.
+    public func setControlCompletions(_ completions: QueueCompletions?) {
+        controlCompletions.withLock { $0 = completions }
+    }
 
     /// Replaces the display (QEMU hands over the display socket after start).
     public func setDisplay(_ display: any DisplaySink) {
@@ -145,7 +161,7 @@ public final class GPUCommandProcessor: Sendable {
         }
         let response: GPUResponse
         do {
-            let command = try GPUCommand.decode(&reader, maxBackingEntries: config.maxBackingEntries)
+            let command = try GPUCommand.decode(&reader, maxBackingEntries: config.maxBackingEntries, virgl: renderer3D != nil)
             logger.trace("\(command.name)")
             response = try execute(command, memory: memory)
         } catch {
@@ -153,13 +169,37 @@ public final class GPUCommandProcessor: Sendable {
                                "\(GPUCommand.name(forType: request.type)): \(error)")
             response = .error(error.error)
         }
-        return respond(response, echoing: request, &writer)
+        let written = respond(response, echoing: request, &writer)
+        return deferUntilFence(request, head: chain.head, written: written)
+    }
+
+    /// With virgl, a fenced command (VIRTIO_GPU_FLAG_FENCE) goes back to the guest only once a
+    /// fence created after it signals (after everything submitted before it has run); commands
+    /// without a fence are never held behind it. Without virgl every command is complete when
+    /// it returns, so its response is its fence.
+    private func deferUntilFence(_ request: virtio_gpu_ctrl_hdr, head: UInt16, written: UInt32) -> UInt32 {
+        guard request.flags & UInt32(VIRTIO_GPU_FLAG_FENCE) != 0, let r3 = renderer3D,
+              let completions = controlCompletions.withLock({ $0 }) else { return written }
+        do {
+            try r3.createFence(request.fence_id, context: request.ctx_id) { completions.complete(head: head, length: written) }
+            return deferredCompletion
+        } catch {
+            guestErrors.report(command: request.type, code: error.error.responseType, "fence \(request.fence_id): \(error); answered at once")
+            return written
+        }
     }
 
     private func respond(_ response: GPUResponse, echoing request: virtio_gpu_ctrl_hdr, _ writer: inout ChainWriter) -> UInt32 {
         do {
             return UInt32(try response.encode(echoing: request, into: &writer))
         } catch {
+            // A body that does not fit (GET_CAPSET into a short buffer): the error, if that fits.
+            if response.size > MemoryLayout<virtio_gpu_ctrl_hdr>.size,
+               let n = try? GPUResponse.error(.invalidParameter).encode(echoing: request, into: &writer) {
+                guestErrors.report(command: request.type, code: GPUError.invalidParameter.responseType,
+                                   "\(GPUCommand.name(forType: request.type)): response of \(response.size) bytes does not fit \(writer.available + n)")
+                return UInt32(n)
+            }
             guestErrors.report(command: request.type, code: response.type,
                                "\(GPUCommand.name(forType: request.type)): response not written: \(error)")
             return 0
@@ -187,7 +227,7 @@ public final class GPUCommandProcessor: Sendable {
             let id = ResourceID(c.resource_id)
             guard renderer.geometry(of: id) != nil else { throw .invalidResourceID("\(id) does not exist") }
             let backing = try BackingStore(validating: entries, memory: memory)
-            try renderer.attachBacking(id, backing)
+            try renderer.attachBacking(id, backing, memory: memory)
         case let .resourceDetachBacking(c):
             try renderer.detachBacking(ResourceID(c.resource_id))
         case let .resourceAssignUUID(c):
@@ -208,10 +248,54 @@ public final class GPUCommandProcessor: Sendable {
         case .updateCursor, .moveCursor:
             // QEMU: cursor commands on the control queue fall to the default case, ERR_UNSPEC.
             throw .unspec("cursor command on the control queue")
+        case .getCapsetInfo, .getCapset, .ctxCreate, .ctxDestroy, .ctxAttachResource, .ctxDetachResource,
+             .resourceCreate3D, .transferToHost3D, .transferFromHost3D, .submit3D:
+            guard let r3 = renderer3D else { throw .unspec("\(command.name): virgl is not on") }
+            return try execute3D(command, r3)
         case .notSupported:
-            throw .unspec("not supported: virgl, capsets and blob resources are not offered")
+            throw .unspec("not supported: \(renderer3D == nil ? "virgl and " : "")blob resources are not offered")
         case let .unknown(type):
             throw .unspec("unknown command type 0x\(String(type, radix: 16))")
+        }
+        return .okNoData
+    }
+
+    // MARK: 3D commands
+
+    private func execute3D(_ command: GPUCommand, _ r3: any GPURenderer3D) throws(GPUFailure) -> GPUResponse {
+        switch command {
+        case let .getCapsetInfo(c):
+            let index = Int(c.capset_index)
+            guard index < r3.capsets.count else { throw .invalidParameter("capset index \(c.capset_index) ≥ \(r3.capsets.count)") }
+            let info = r3.capsets[index]
+            return .okCapsetInfo(id: info.id, maxVersion: info.maxVersion, maxSize: info.maxSize)
+        case let .getCapset(c):
+            return .okCapset(try r3.capset(id: c.capset_id, version: c.capset_version))
+        case let .ctxCreate(c):
+            let length = min(Int(c.nlen), 64)
+            let name = withUnsafeBytes(of: c.debug_name) { String(decoding: $0.prefix(length).prefix { $0 != 0 }, as: UTF8.self) }
+            try r3.createContext(c.hdr.ctx_id, name: name, contextInit: c.context_init)
+        case let .ctxDestroy(h):
+            try r3.destroyContext(h.ctx_id)
+        case let .ctxAttachResource(c):
+            try r3.attachResource(ResourceID(c.resource_id), toContext: c.hdr.ctx_id)
+        case let .ctxDetachResource(c):
+            try r3.detachResource(ResourceID(c.resource_id), fromContext: c.hdr.ctx_id)
+        case let .resourceCreate3D(c):
+            let id = ResourceID(c.resource_id)
+            guard renderer.geometry(of: id) == nil else { throw .invalidResourceID("\(id) already exists") }
+            try r3.createResource3D(c)
+            let now = wallClockSeconds()
+            createdAt.withLock { $0[id] = now }
+            events?.publish(ResourceEvent(kind: .created, device: deviceID, resource: id, time: now))
+        case let .transferToHost3D(t):
+            try r3.transferToHost3D(t, context: t.hdr.ctx_id)
+        case let .transferFromHost3D(t):
+            try r3.transferFromHost3D(t, context: t.hdr.ctx_id)
+        case let .submit3D(s, commands):
+            try r3.submit3D(context: s.hdr.ctx_id, commands: commands)
+        default:
+            throw .unspec("\(command.name) is not a 3D command")
         }
         return .okNoData
     }
@@ -391,6 +475,18 @@ public final class GPUCommandProcessor: Sendable {
         let id = ResourceID(c.resource_id)
         if id.isNone {
             display.cursorHide(scanout: scanout)
+            return
+        }
+        if let r3 = renderer3D {
+            // Read back on the render thread; the cursor queue does not wait for it.
+            let buffer = cursorBuffer, guestErrors = self.guestErrors
+            let (x, y, hotX, hotY) = (c.pos.x, c.pos.y, c.hot_x, c.hot_y)
+            r3.withCursorImageAsync(id, into: buffer) { result in
+                switch result {
+                case .success: display.cursorUpdate(scanout: scanout, x: x, y: y, hotX: hotX, hotY: hotY, pixels: buffer.pixels)
+                case let .failure(error): guestErrors.report(command: type, code: error.error.responseType, "UPDATE_CURSOR: \(error)")
+                }
+            }
             return
         }
         let renderer = self.renderer

@@ -34,8 +34,27 @@ public enum GPUCommand {
     case updateCursor(virtio_gpu_update_cursor)
     /// VIRTIO_GPU_CMD_MOVE_CURSOR (cursor queue).
     case moveCursor(virtio_gpu_update_cursor)
-    /// A command the spec defines but this device does not offer (3D, capsets, blob): only the
-    /// header was read.
+    /// VIRTIO_GPU_CMD_GET_CAPSET_INFO (virgl only).
+    case getCapsetInfo(virtio_gpu_get_capset_info)
+    /// VIRTIO_GPU_CMD_GET_CAPSET (virgl only).
+    case getCapset(virtio_gpu_get_capset)
+    /// VIRTIO_GPU_CMD_CTX_CREATE (virgl only).
+    case ctxCreate(virtio_gpu_ctx_create)
+    /// VIRTIO_GPU_CMD_CTX_DESTROY: the context is the header's ctx_id.
+    case ctxDestroy(virtio_gpu_ctrl_hdr)
+    /// VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE / DETACH_RESOURCE.
+    case ctxAttachResource(virtio_gpu_ctx_resource)
+    case ctxDetachResource(virtio_gpu_ctx_resource)
+    /// VIRTIO_GPU_CMD_RESOURCE_CREATE_3D.
+    case resourceCreate3D(virtio_gpu_resource_create_3d)
+    /// VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D / TRANSFER_FROM_HOST_3D.
+    case transferToHost3D(virtio_gpu_transfer_host_3d)
+    case transferFromHost3D(virtio_gpu_transfer_host_3d)
+    /// VIRTIO_GPU_CMD_SUBMIT_3D with its `size` bytes of command stream (read only after checking
+    /// the chain holds them, and at most `GPUCommand.maxSubmitBytes`).
+    case submit3D(virtio_gpu_cmd_submit, commands: [UInt8])
+    /// A command the spec defines but this device does not offer (3D without virgl, blob): only
+    /// the header was read.
     case notSupported(type: UInt32)
     /// A type the spec does not define: only the header was read.
     case unknown(type: UInt32)
@@ -53,9 +72,10 @@ public enum GPUCommand {
     /// (spec 5.7.6.7 leaves the code open; QEMU's backend answers a short header this way), or
     /// when ATTACH_BACKING announces more than `maxBackingEntries` entries or more entries than
     /// the chain holds (checked before anything is allocated).
-    public static func decode(_ reader: inout ChainReader, maxBackingEntries: UInt32) throws(GPUFailure) -> GPUCommand {
+    public static func decode(_ reader: inout ChainReader, maxBackingEntries: UInt32, virgl: Bool = false) throws(GPUFailure) -> GPUCommand {
         let header = try peekHeader(reader)
         let type = header.type
+        if virgl, let command = try decode3D(type, &reader) { return command }
         switch type {
         case VIRTIO_GPU_CMD_GET_DISPLAY_INFO.rawValue:
             _ = try read(virtio_gpu_ctrl_hdr.self, &reader, type)
@@ -89,10 +109,46 @@ public enum GPUCommand {
         }
     }
 
+    /// Largest SUBMIT_3D command stream accepted (Mesa's virgl winsys sends at most 64 KiB at a time).
+    public static let maxSubmitBytes = 16 << 20
+
+    /// The virgl commands (only when virgl is on; otherwise they stay `notSupported`).
+    private static func decode3D(_ type: UInt32, _ reader: inout ChainReader) throws(GPUFailure) -> GPUCommand? {
+        switch type {
+        case VIRTIO_GPU_CMD_GET_CAPSET_INFO.rawValue: return .getCapsetInfo(try read(virtio_gpu_get_capset_info.self, &reader, type))
+        case VIRTIO_GPU_CMD_GET_CAPSET.rawValue: return .getCapset(try read(virtio_gpu_get_capset.self, &reader, type))
+        case VIRTIO_GPU_CMD_CTX_CREATE.rawValue: return .ctxCreate(try read(virtio_gpu_ctx_create.self, &reader, type))
+        case VIRTIO_GPU_CMD_CTX_DESTROY.rawValue: return .ctxDestroy(try read(virtio_gpu_ctrl_hdr.self, &reader, type))
+        case VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE.rawValue: return .ctxAttachResource(try read(virtio_gpu_ctx_resource.self, &reader, type))
+        case VIRTIO_GPU_CMD_CTX_DETACH_RESOURCE.rawValue: return .ctxDetachResource(try read(virtio_gpu_ctx_resource.self, &reader, type))
+        case VIRTIO_GPU_CMD_RESOURCE_CREATE_3D.rawValue: return .resourceCreate3D(try read(virtio_gpu_resource_create_3d.self, &reader, type))
+        case VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D.rawValue: return .transferToHost3D(try read(virtio_gpu_transfer_host_3d.self, &reader, type))
+        case VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D.rawValue: return .transferFromHost3D(try read(virtio_gpu_transfer_host_3d.self, &reader, type))
+        case VIRTIO_GPU_CMD_SUBMIT_3D.rawValue:
+            let submit = try read(virtio_gpu_cmd_submit.self, &reader, type)
+            let size = Int(submit.size)
+            guard size <= maxSubmitBytes else { throw .invalidParameter("SUBMIT_3D of \(size) bytes > \(maxSubmitBytes)") }
+            guard size <= reader.remaining else {
+                throw .invalidParameter("SUBMIT_3D size \(size) but the chain holds \(reader.remaining) more bytes")
+            }
+            var commands = [UInt8](repeating: 0, count: size)
+            var readFailure: ChainError?
+            commands.withUnsafeMutableBytes { buffer in
+                do throws(ChainError) { try reader.read(into: buffer) } catch { readFailure = error }
+            }
+            if let readFailure { throw failure(readFailure, type: type) }
+            return .submit3D(submit, commands: commands)
+        default:
+            return nil
+        }
+    }
+
     /// The size of the OK response to a request of `type`: what the writable part of the chain
-    /// must hold before the command is executed. Error responses are a bare header.
+    /// must hold before the command is executed. Error responses are a bare header. (GET_CAPSET's
+    /// body size depends on the capset: checked when it runs.)
     public static func responseSize(forType type: UInt32) -> Int {
         switch type {
+        case VIRTIO_GPU_CMD_GET_CAPSET_INFO.rawValue: MemoryLayout<virtio_gpu_resp_capset_info>.size
         case VIRTIO_GPU_CMD_GET_DISPLAY_INFO.rawValue: MemoryLayout<virtio_gpu_resp_display_info>.size
         case VIRTIO_GPU_CMD_GET_EDID.rawValue: MemoryLayout<virtio_gpu_resp_edid>.size
         case VIRTIO_GPU_CMD_RESOURCE_ASSIGN_UUID.rawValue: MemoryLayout<virtio_gpu_resp_resource_uuid>.size
@@ -148,6 +204,16 @@ public enum GPUCommand {
         case .resourceAssignUUID: VIRTIO_GPU_CMD_RESOURCE_ASSIGN_UUID.rawValue
         case .updateCursor: VIRTIO_GPU_CMD_UPDATE_CURSOR.rawValue
         case .moveCursor: VIRTIO_GPU_CMD_MOVE_CURSOR.rawValue
+        case .getCapsetInfo: VIRTIO_GPU_CMD_GET_CAPSET_INFO.rawValue
+        case .getCapset: VIRTIO_GPU_CMD_GET_CAPSET.rawValue
+        case .ctxCreate: VIRTIO_GPU_CMD_CTX_CREATE.rawValue
+        case .ctxDestroy: VIRTIO_GPU_CMD_CTX_DESTROY.rawValue
+        case .ctxAttachResource: VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE.rawValue
+        case .ctxDetachResource: VIRTIO_GPU_CMD_CTX_DETACH_RESOURCE.rawValue
+        case .resourceCreate3D: VIRTIO_GPU_CMD_RESOURCE_CREATE_3D.rawValue
+        case .transferToHost3D: VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D.rawValue
+        case .transferFromHost3D: VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D.rawValue
+        case .submit3D: VIRTIO_GPU_CMD_SUBMIT_3D.rawValue
         case let .notSupported(t), let .unknown(t): t
         }
     }

@@ -66,6 +66,7 @@ public struct GPUFailure: Error, Sendable, CustomStringConvertible {
     public static func invalidScanoutID(_ detail: String) -> GPUFailure { GPUFailure(.invalidScanoutID, detail) }
     public static func invalidResourceID(_ detail: String) -> GPUFailure { GPUFailure(.invalidResourceID, detail) }
     public static func invalidParameter(_ detail: String) -> GPUFailure { GPUFailure(.invalidParameter, detail) }
+    public static func invalidContextID(_ detail: String) -> GPUFailure { GPUFailure(.invalidContextID, detail) }
 
     public var description: String { "\(error): \(detail)" }
 }

@@ -12,6 +12,10 @@ public enum GPUResponse {
     case okEDID(virtio_gpu_resp_edid)
     /// VIRTIO_GPU_RESP_OK_RESOURCE_UUID.
     case okResourceUUID(ResourceUUID)
+    /// VIRTIO_GPU_RESP_OK_CAPSET_INFO.
+    case okCapsetInfo(id: UInt32, maxVersion: UInt32, maxSize: UInt32)
+    /// VIRTIO_GPU_RESP_OK_CAPSET: the header, then the capset's bytes.
+    case okCapset([UInt8])
     /// VIRTIO_GPU_RESP_ERR_*: a bare header.
     case error(GPUError)
 
@@ -22,6 +26,8 @@ public enum GPUResponse {
         case .okDisplayInfo: VIRTIO_GPU_RESP_OK_DISPLAY_INFO.rawValue
         case .okEDID: VIRTIO_GPU_RESP_OK_EDID.rawValue
         case .okResourceUUID: VIRTIO_GPU_RESP_OK_RESOURCE_UUID.rawValue
+        case .okCapsetInfo: VIRTIO_GPU_RESP_OK_CAPSET_INFO.rawValue
+        case .okCapset: VIRTIO_GPU_RESP_OK_CAPSET.rawValue
         case let .error(e): e.responseType
         }
     }
@@ -33,6 +39,8 @@ public enum GPUResponse {
         case .okDisplayInfo: MemoryLayout<virtio_gpu_resp_display_info>.size
         case .okEDID: MemoryLayout<virtio_gpu_resp_edid>.size
         case .okResourceUUID: MemoryLayout<virtio_gpu_resp_resource_uuid>.size
+        case .okCapsetInfo: MemoryLayout<virtio_gpu_resp_capset_info>.size
+        case let .okCapset(data): MemoryLayout<virtio_gpu_ctrl_hdr>.size + data.count
         }
     }
 
@@ -76,6 +84,20 @@ public enum GPUResponse {
             body.hdr = hdr
             withUnsafeMutableBytes(of: &body.uuid) { uuid.write(to: $0.baseAddress!) }
             try writer.writeObject(body)
+        case let .okCapsetInfo(id, maxVersion, maxSize):
+            var body = virtio_gpu_resp_capset_info()
+            body.hdr = hdr
+            body.capset_id = id
+            body.capset_max_version = maxVersion
+            body.capset_max_size = maxSize
+            try writer.writeObject(body)
+        case let .okCapset(data):
+            try writer.writeObject(hdr)
+            var writeFailure: ChainError?
+            data.withUnsafeBytes { bytes in
+                do throws(ChainError) { try writer.write(bytes) } catch { writeFailure = error }
+            }
+            if let writeFailure { throw writeFailure }
         }
         return size
     }

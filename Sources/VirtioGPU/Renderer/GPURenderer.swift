@@ -62,6 +62,10 @@ public protocol GPURenderer: AnyObject, Sendable {
     /// Throws `invalidResourceID`, or `unspec` if the resource already has backing.
     func attachBacking(_ id: ResourceID, _ backing: BackingStore) throws(GPUFailure)
 
+    /// RESOURCE_ATTACH_BACKING with the memory map the entries were checked against (a renderer
+    /// that hands guest pages on, like virgl, needs it). Default: `attachBacking(id, backing)`.
+    func attachBacking(_ id: ResourceID, _ backing: BackingStore, memory: GuestMemory) throws(GPUFailure)
+
     /// RESOURCE_DETACH_BACKING. Throws `invalidResourceID`, or `unspec` without backing.
     func detachBacking(_ id: ResourceID) throws(GPUFailure)
 
@@ -109,6 +113,9 @@ public protocol GPURenderer: AnyObject, Sendable {
 
 extension GPURenderer {
     public func hostStorage(of id: ResourceID) -> HostPixelStorage? { nil }
+    public func attachBacking(_ id: ResourceID, _ backing: BackingStore, memory: GuestMemory) throws(GPUFailure) {
+        try attachBacking(id, backing)
+    }
     public func exportResource(_ id: ResourceID, memory: GuestMemory) -> HostBufferInfo? { nil }
     public func scanoutDMABuffer(_ id: ResourceID) -> (buffer: HostBuffer, stride: Int)? { nil }
     public func openHostBuffer(_ id: ResourceID) throws(GPUFailure) -> (fd: Int32, info: HostBufferInfo) {

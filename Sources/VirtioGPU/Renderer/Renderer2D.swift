@@ -88,13 +88,7 @@ public final class Renderer2D: GPURenderer {
             guard !r.isEmpty else { return }
             let stride = UInt64(res.stride)
             let rowBytes = UInt64(r.width) * 4              // ≤ stride: r.width ≤ res.width
-            // Last byte read: offset + stride*(height-1) + rowBytes, all checked for overflow.
-            let (lastRow, o1) = stride.multipliedReportingOverflow(by: UInt64(r.height - 1))
-            let (lastRowStart, o2) = offset.addingReportingOverflow(lastRow)
-            let (end, o3) = lastRowStart.addingReportingOverflow(rowBytes)
-            guard !o1, !o2, !o3, end <= backing.totalLength else {
-                throw .invalidParameter("transfer of \(r) at offset \(offset) needs backing bytes up to \(o1 || o2 || o3 ? "overflow" : String(end)), \(id) has \(backing.totalLength)")
-            }
+            try backing.checkTransfer(of: r, offset: offset, stride: stride)
             var reader = BackingReader(backing, memory: memory)
             let base = res.storage.base
             // A dmabuf host copy (dma-heap, DRM dumb shadow) is written between SYNC_START/END.

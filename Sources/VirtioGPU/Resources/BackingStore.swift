@@ -1,4 +1,5 @@
 import CShims
+import DisplayChannel
 import VirtioCore
 
 /// One guest range from RESOURCE_ATTACH_BACKING (`virtio_gpu_mem_entry`).
@@ -50,6 +51,22 @@ public struct BackingStore: Sendable {
     public init(entries: [BackingEntry]) {
         self.entries = entries
         self.totalLength = entries.reduce(0) { $0 &+ UInt64($1.length) }
+    }
+}
+
+extension BackingStore {
+    /// TRANSFER_TO_HOST_2D's bounds rule (QEMU's): row h of `rect` is read from backing offset
+    /// `offset + stride * h`, `rect.width * 4` bytes; the last byte read must lie in the backing.
+    /// Overflow-checked. Throws `invalidParameter` naming the bytes needed.
+    public func checkTransfer(of rect: PixelRect, offset: UInt64, stride: UInt64) throws(GPUFailure) {
+        guard !rect.isEmpty else { return }
+        let rowBytes = UInt64(rect.width) * 4
+        let (lastRow, o1) = stride.multipliedReportingOverflow(by: UInt64(rect.height - 1))
+        let (lastRowStart, o2) = offset.addingReportingOverflow(lastRow)
+        let (end, o3) = lastRowStart.addingReportingOverflow(rowBytes)
+        guard !o1, !o2, !o3, end <= totalLength else {
+            throw .invalidParameter("transfer of \(rect) at offset \(offset) needs backing bytes up to \(o1 || o2 || o3 ? "overflow" : String(end)), the backing has \(totalLength)")
+        }
     }
 }
 

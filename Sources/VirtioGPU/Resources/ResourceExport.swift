@@ -7,7 +7,8 @@ import VirtioCore
 /// consumer sees every guest write at once, with no command; an `onTransfer` buffer is (or
 /// shares pages with) the backend's host copy, which changes only when TRANSFER_TO_HOST_2D lands.
 public struct HostBufferInfo: Equatable, Sendable {
-    public enum Coherency: String, Sendable { case zeroCopy = "zero-copy", onTransfer = "on-transfer" }
+    /// `onFlush`: a virgl resource's readback shadow, refreshed at export and every RESOURCE_FLUSH.
+    public enum Coherency: String, Sendable { case zeroCopy = "zero-copy", onTransfer = "on-transfer", onFlush = "on-flush" }
     /// Whose pages the consumer maps.
     public enum Source: String, Sendable { case guestRAM = "guest-ram", hostCopy = "host-copy" }
 

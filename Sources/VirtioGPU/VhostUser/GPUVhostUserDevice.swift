@@ -23,7 +23,10 @@ public final class GPUVhostUserDevice: VhostUserDevice {
 
     public let queueCount = 2
     public let maxQueueSize: UInt16 = 1024
-    public var deviceFeatures: UInt64 { (1 << UInt64(VIRTIO_GPU_F_EDID)) | (1 << UInt64(VIRTIO_GPU_F_RESOURCE_UUID)) }
+    public var deviceFeatures: UInt64 {
+        (1 << UInt64(VIRTIO_GPU_F_EDID)) | (1 << UInt64(VIRTIO_GPU_F_RESOURCE_UUID))
+            | (processor.renderer3D != nil ? 1 << UInt64(VIRTIO_GPU_F_VIRGL) : 0)
+    }
     /// CONFIG, and SHARED_OBJECT (QEMU >= 8.2): UUIDs are published on the backend channel.
     public var protocolFeatures: VhostUserProtocolFeatures { [.config, .sharedObject] }
 
@@ -32,6 +35,8 @@ public final class GPUVhostUserDevice: VhostUserDevice {
     private let sharedObjects = Mutex<(channel: BackendRequestChannel?, published: Set<ResourceUUID>)>((nil, []))
 
     private let directory: DeviceDirectory?
+    /// How each display channel QEMU hands over is driven (reply bounds).
+    private let displayOptions: VhostUserGPUDisplay.Options
 
     /// With a `directory`, the device is listed there (for the control socket) from now until
     /// the frontend disconnects; `label` says where it is served. With `sharedObjectLookup`,
@@ -39,7 +44,8 @@ public final class GPUVhostUserDevice: VhostUserDevice {
     /// off by default because QEMU 10 aborts on a LOOKUP of a UUID another vhost-user device
     /// added (virtio_lookup_dmabuf asserts the entry is a dmabuf).
     public init(processor: GPUCommandProcessor, logger: Logger, directory: DeviceDirectory? = nil, label: String = "",
-                sharedObjectLookup: Bool = false) {
+                sharedObjectLookup: Bool = false, displayOptions: VhostUserGPUDisplay.Options = .init()) {
+        self.displayOptions = displayOptions
         self.processor = processor
         self.logger = logger
         self.directory = directory
@@ -123,7 +129,7 @@ public final class GPUVhostUserDevice: VhostUserDevice {
     // MARK: config space (struct virtio_gpu_config: events_read, events_clear, num_scanouts, num_capsets)
 
     private func configBytes() -> [UInt8] {
-        WireWriter().u32(eventsRead.load(ordering: .acquiring)).u32(0).u32(processor.numScanouts).u32(0).bytes
+        WireWriter().u32(eventsRead.load(ordering: .acquiring)).u32(0).u32(processor.numScanouts).u32(processor.numCapsets).bytes
     }
 
     public func readConfig(offset: Int, count: Int) -> [UInt8]? {
@@ -142,6 +148,10 @@ public final class GPUVhostUserDevice: VhostUserDevice {
 
     // MARK: queues
 
+    public func queueStarted(_ queue: Int, completions: QueueCompletions) {
+        if queue == Self.controlQueue { processor.setControlCompletions(completions) }
+    }
+
     public func handleChain(queue: Int, chain: DescriptorChain, memory: GuestMemory) -> UInt32 {
         queue == Self.cursorQueue ? processor.handleCursor(chain, memory: memory) : processor.handleControl(chain, memory: memory)
     }
@@ -159,7 +169,7 @@ public final class GPUVhostUserDevice: VhostUserDevice {
         let fd = dup(fds[0].rawValue)
         guard fd >= 0 else { throw .failed(request: name, "dup: errno \(errno)") }
         let channel: VhostUserGPUDisplay
-        do { channel = try VhostUserGPUDisplay(socket: .init(rawValue: fd), logger: logger) } catch {
+        do { channel = try VhostUserGPUDisplay(socket: .init(rawValue: fd), options: displayOptions, logger: logger) } catch {
             throw .failed(request: name, "display channel: \(error)")
         }
         let old = display.withLock { d -> VhostUserGPUDisplay? in
