@@ -66,10 +66,11 @@ public struct GuestOptions: Sendable {
 
 extension HarnessEnvironment {
     /// Options for `scenario` on kernel `series` against `backend` (default: `backend()`),
-    /// building the initramfs if needed.
+    /// building the initramfs if needed (`initramfsOptions`: more guest/build-initramfs flags).
     public func guestOptions(kernel series: String, scenario: String, backend: BackendCommand? = nil,
                              modules: [String] = [], adding: [(source: String, destination: String)] = [],
-                             binaries: [(source: String, destination: String)] = [])
+                             binaries: [(source: String, destination: String)] = [],
+                             initramfsOptions: [String] = [])
         async throws -> GuestOptions
     {
         let qemu = try qemu()
@@ -78,7 +79,8 @@ extension HarnessEnvironment {
         guard FileManager.default.isExecutableFile(atPath: backend.executable) else {
             throw HarnessError.missing(what: "backend executable", path: backend.executable, hint: "")
         }
-        let initramfs = try await initramfs(for: kernel, modules: modules, adding: adding, binaries: binaries)
+        let initramfs = try await initramfs(for: kernel, modules: modules, adding: adding, binaries: binaries,
+                                            options: initramfsOptions)
         var options = GuestOptions(qemu: qemu, kernel: kernel, initramfs: initramfs, backend: backend, scenario: scenario)
         options.keepWorkDir = variables["VGPU_KEEP_WORKDIR"] == "1"
         return options

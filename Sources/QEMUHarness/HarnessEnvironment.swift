@@ -127,10 +127,11 @@ public struct HarnessEnvironment: Sendable {
     }
 
     /// The initramfs for `kernel`: `$VGPU_INITRAMFS` if set, else built by
-    /// `guest/build-initramfs --kernel SERIES [--module M]... [--add SRC:DST]... [--binary SRC:DST]...`
-    /// (`binaries` are copied with the shared libraries they need).
+    /// `guest/build-initramfs --kernel SERIES [--module M]... [--add SRC:DST]... [--binary SRC:DST]... [OPTIONS]`
+    /// (`binaries` are copied with the shared libraries they need; `options` are more of the
+    /// script's flags, e.g. `--mesa`).
     public func initramfs(for kernel: GuestKernel, modules: [String] = [], adding: [(source: String, destination: String)] = [],
-                          binaries: [(source: String, destination: String)] = [])
+                          binaries: [(source: String, destination: String)] = [], options: [String] = [])
         async throws -> URL
     {
         if let path = variables["VGPU_INITRAMFS"], !path.isEmpty {
@@ -144,6 +145,7 @@ public struct HarnessEnvironment: Sendable {
         for m in modules { arguments += ["--module", m] }
         for a in adding { arguments += ["--add", "\(a.source):\(a.destination)"] }
         for b in binaries { arguments += ["--binary", "\(b.source):\(b.destination)"] }
+        arguments += options
         let output = try await Self.run(script, arguments, timeout: .seconds(120))
         guard let last = output.split(separator: "\n").last, last.hasPrefix("/") else {
             throw HarnessError.commandFailed(command: script, status: 0, output: "no image path printed:\n\(output)")
