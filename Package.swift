@@ -106,7 +106,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .testTarget(name: "HostBuffersTests", dependencies: ["HostBuffers", "VGPUTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "VirtioGPU"], swiftSettings: swiftSettings),
-        .testTarget(name: "VirglRendererTests", dependencies: ["VirglRenderer"], swiftSettings: swiftSettings),
+        .testTarget(name: "VirglRendererTests", dependencies: ["VirglRenderer", "VGPUTestSupport"], swiftSettings: swiftSettings),
         // Slow: boots QEMU. Run on its own, serialized (scripts/test).
         .testTarget(name: "QEMUTests", dependencies: ["QEMUHarness"], swiftSettings: swiftSettings),
     ]

@@ -1,6 +1,7 @@
 import Dispatch
 import Synchronization
 import Testing
+import VGPUTestSupport
 @testable import VirglRenderer
 #if canImport(Glibc)
 import Glibc

@@ -54,7 +54,11 @@ public final class VirglGPURenderer: GPURenderer3D {
         fences.start(virgl)
     }
 
-    deinit {
+    deinit { shutdown() }
+
+    /// Stops the fence poller and virglrenderer (idempotent; also at deinit). Another
+    /// `VirglGPURenderer` can start afterwards.
+    public func shutdown() {
         fences.stop()
         virgl.shutdown()
     }

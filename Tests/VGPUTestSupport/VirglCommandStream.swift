@@ -1,8 +1,8 @@
-// A tiny encoder for the virgl command stream (virglrenderer's src/virgl_protocol.h): enough
+// A tiny encoder for the virgl command stream (tests: VirglRendererTests and the device's 3D tests) (virglrenderer's src/virgl_protocol.h): enough
 // to make a surface on a render target, bind it and clear it.
 
 /// `enum virgl_context_cmd` values used here.
-enum VirglCommand: UInt32 {
+public enum VirglCommand: UInt32 {
     case nop = 0
     case createObject = 1
     case bindObject = 2
@@ -12,20 +12,22 @@ enum VirglCommand: UInt32 {
 }
 
 /// `enum virgl_object_type` values used here.
-enum VirglObject: UInt32 {
+public enum VirglObject: UInt32 {
     case none = 0
     case surface = 8
 }
 
 /// Gallium `PIPE_CLEAR_*` bits.
-enum PipeClear {
-    static let depth: UInt32 = 1 << 0
-    static let stencil: UInt32 = 1 << 1
-    static let color0: UInt32 = 1 << 2
+public enum PipeClear {
+    public static let depth: UInt32 = 1 << 0
+    public static let stencil: UInt32 = 1 << 1
+    public static let color0: UInt32 = 1 << 2
 }
 
-struct VirglCommandStream {
-    private(set) var words: [UInt32] = []
+public struct VirglCommandStream {
+    public private(set) var words: [UInt32] = []
+
+    public init() {}
 
     /// `VIRGL_CMD0(cmd, obj, len)`: 8-bit command, 8-bit object type, 16-bit payload length in dwords.
     private mutating func header(_ command: VirglCommand, _ object: VirglObject = .none, length: Int) {
@@ -34,27 +36,27 @@ struct VirglCommandStream {
 
     /// CREATE_OBJECT SURFACE (`VIRGL_OBJ_SURFACE_SIZE` = 5): handle, resource, format, level,
     /// first | last layer << 16.
-    mutating func createSurface(handle: UInt32, resource: UInt32, format: UInt32, level: UInt32 = 0,
+    public mutating func createSurface(handle: UInt32, resource: UInt32, format: UInt32, level: UInt32 = 0,
                                 firstLayer: UInt32 = 0, lastLayer: UInt32 = 0) {
         header(.createObject, .surface, length: 5)
         words += [handle, resource, format, level, firstLayer | lastLayer << 16]
     }
 
     /// DESTROY_OBJECT: handle.
-    mutating func destroySurface(handle: UInt32) {
+    public mutating func destroySurface(handle: UInt32) {
         header(.destroyObject, .surface, length: 1)
         words.append(handle)
     }
 
     /// SET_FRAMEBUFFER_STATE (`nr_cbufs + 2`): count, depth-stencil surface, colour surfaces.
-    mutating func setFramebufferState(colorSurfaces: [UInt32], depthStencilSurface: UInt32 = 0) {
+    public mutating func setFramebufferState(colorSurfaces: [UInt32], depthStencilSurface: UInt32 = 0) {
         header(.setFramebufferState, length: colorSurfaces.count + 2)
         words += [UInt32(colorSurfaces.count), depthStencilSurface] + colorSurfaces
     }
 
     /// CLEAR (`VIRGL_OBJ_CLEAR_SIZE` = 8): buffers, colour as 4 floats, depth as a double
     /// (low dword first), stencil.
-    mutating func clear(red: Float, green: Float, blue: Float, alpha: Float,
+    public mutating func clear(red: Float, green: Float, blue: Float, alpha: Float,
                         buffers: UInt32 = PipeClear.color0, depth: Double = 0, stencil: UInt32 = 0) {
         header(.clear, length: 8)
         let depthBits = depth.bitPattern
@@ -63,7 +65,7 @@ struct VirglCommandStream {
     }
 
     /// A NOP with `count` payload dwords (virglrenderer skips them).
-    mutating func nop(payload count: Int = 0) {
+    public mutating func nop(payload count: Int = 0) {
         header(.nop, length: count)
         words += Array(repeating: 0, count: count)
     }
