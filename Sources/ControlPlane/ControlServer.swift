@@ -306,6 +306,14 @@ struct ControlHandler {
                                           size: opened.info.size, modifier: DRMFourCC.linearModifier)
                 layout.kind = opened.info.kind.rawValue
                 layout.coherency = opened.info.coherency.rawValue
+                if let own = opened.info.layout {
+                    // A GL texture: its own stride, offset, fourcc and modifier.
+                    layout.stride = Int(own.stride)
+                    layout.offset = Int(own.offset)
+                    layout.drmFormat = own.fourcc
+                    layout.fourcc = DRMFourCC.name(code: own.fourcc)
+                    layout.modifier = own.modifier
+                }
                 return .withFD(.success(request.id, ControlResult(buffer: layout)), fd)
             case .watch:
                 return .watch

@@ -12,6 +12,14 @@ public enum DRMFourCC {
     /// The fourcc name ("XR24") for a virtio format.
     public static func name(for format: PixelFormat) -> String { format.drmFourCCName }
 
+    /// The four characters of a fourcc code (non-printable bytes as '?').
+    public static func name(code: UInt32) -> String {
+        String((0..<4).map { i -> Character in
+            let b = UInt8(truncatingIfNeeded: code >> (8 * UInt32(i)))
+            return b >= 0x20 && b < 0x7F ? Character(UnicodeScalar(b)) : "?"
+        })
+    }
+
     /// The virtio format with this fourcc name, if any.
     public static func format(named name: String) -> PixelFormat? {
         PixelFormat.allCases.first { Self.name(for: $0) == name }

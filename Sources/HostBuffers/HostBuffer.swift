@@ -72,6 +72,14 @@ public final class HostBuffer: @unchecked Sendable {
         return try HostBuffer(kind: .memfd, fd: fd, size: size, map: true)
     }
 
+    /// Takes ownership of a dmabuf someone else made (virglrenderer's texture export); its size
+    /// is what the kernel says (`lseek` to the end). Not mapped.
+    public static func adopt(dmabuf fd: Int32, kind: HostBufferKind) throws(HostBufferError) -> HostBuffer {
+        let end = lseek(fd, 0, SEEK_END)
+        guard end > 0 else { let e = HostBufferError.call("lseek on the \(kind.rawValue) dmabuf"); close(fd); throw e }
+        return try HostBuffer(kind: kind, fd: fd, size: Int(end), map: false)
+    }
+
     /// Seals a memfd against shrinking and growing (its size is fixed for life, so consumers'
     /// mappings cannot fault, and udmabuf accepts it). Nothing for a dmabuf.
     public func sealSize() {

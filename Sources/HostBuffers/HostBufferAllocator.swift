@@ -167,6 +167,8 @@ public final class HostBufferAllocator: Sendable {
             buffer = try Self.makeDumb(on: drm, bytes: pages)
         case .udmabuf:
             throw HostBufferError("a udmabuf is made over memfd pages (makeUdmabuf)")
+        case .glTexture:
+            throw HostBufferError("a GL texture dmabuf is made by virglrenderer (HostBuffer.adopt)")
         }
         buffer.setName(name)
         return buffer

@@ -14,6 +14,12 @@ public enum HostBufferKind: String, CaseIterable, Sendable {
     case drmDumb = "drm-dumb"
     /// A sealed memfd: no dmabuf, always there.
     case memfd
+    /// A dmabuf of a GL texture, exported by virglrenderer's EGL display
+    /// (EGL_MESA_image_dma_buf_export; needs a render node). Made for 3D resources, not probed.
+    case glTexture = "gl-texture"
+
+    /// The kinds `check-host` and the allocator try.
+    public static let probed: [HostBufferKind] = [.udmabuf, .dmaHeap, .drmDumb, .memfd]
 
     /// True for the kinds whose exported fd is a dmabuf.
     public var isDMABuf: Bool { self != .memfd }
@@ -70,7 +76,7 @@ public enum HostBufferProbe {
     public static let dmabufName = "vgpu:check"
 
     public static func probeAll(paths: Paths = Paths()) -> [HostBufferProbeResult] {
-        HostBufferKind.allCases.map { probe($0, paths: paths) }
+        HostBufferKind.probed.map { probe($0, paths: paths) }
     }
 
     public static func probe(_ kind: HostBufferKind, paths: Paths = Paths()) -> HostBufferProbeResult {
@@ -81,6 +87,7 @@ public enum HostBufferProbe {
             case .udmabuf: status = .available(detail: try probeUdmabuf(path: paths.udmabuf))
             case .dmaHeap: status = .available(detail: try probeDMAHeap(path: paths.dmaHeap))
             case .drmDumb: status = .available(detail: try probeDRMDumb(dri: paths.dri))
+            case .glTexture: status = .unavailable(reason: "made by virglrenderer for 3D resources (--virgl with a render node), not probed")
             }
         } catch {
             switch error {

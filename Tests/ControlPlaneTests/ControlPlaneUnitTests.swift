@@ -52,6 +52,8 @@ import Glibc
     @Test func fourccsMatchDRM() {
         #expect(DRMFourCC.code("XR24") == 0x3432_5258)   // DRM_FORMAT_XRGB8888
         #expect(DRMFourCC.code("AR24") == 0x3432_5241)   // DRM_FORMAT_ARGB8888
+        #expect(DRMFourCC.name(code: 0x3432_5258) == "XR24" && DRMFourCC.name(code: 0x0000_5258) == "XR??")
+        #expect(PixelFormat.allCases.allSatisfy { DRMFourCC.name(code: $0.drmFourCC) == $0.drmFourCCName })
         #expect(DRMFourCC.name(for: .b8g8r8x8) == "XR24")
         #expect(DRMFourCC.name(for: .r8g8b8a8) == "AB24")
         #expect(Set(PixelFormat.allCases.map { DRMFourCC.name(for: $0) }).count == PixelFormat.allCases.count)

@@ -37,10 +37,10 @@ final class DMABUFStandInRenderer: GPURenderer {
     func reset() { base.reset() }
     func exportResource(_ id: ResourceID, memory: GuestMemory) -> HostBufferInfo? { base.exportResource(id, memory: memory) }
     func openHostBuffer(_ id: ResourceID) throws(GPUFailure) -> (fd: Int32, info: HostBufferInfo) { try base.openHostBuffer(id) }
-    func scanoutDMABuffer(_ id: ResourceID) -> (buffer: HostBuffer, stride: Int)? {
+    func scanoutDMABuffer(_ id: ResourceID) -> ScanoutDMABuffer? {
         guard let s = base.hostStorage(of: id), let g = base.geometry(of: id) else { return nil }
         guard let buffer = try? HostBuffer(kind: .udmabuf, fd: dup(s.fd), size: s.buffer.size, map: false) else { return nil }
-        return (buffer, Int(g.width) * 4)
+        return ScanoutDMABuffer(buffer: buffer, layout: DMABufLayout(stride: g.width * 4, fourcc: g.format.drmFourCC))
     }
 }
 

@@ -45,11 +45,12 @@ extension GPUCommandProcessor {
     /// dmabuf, the display refuses it, or does not answer.
     func showViaDMABUF(_ index: Int, resource id: ResourceID, rect: PixelRect, display: any DisplaySink) -> Bool {
         guard config.dmabufScanout, !dmabufScanoutGivenUp.load(ordering: .relaxed),
-              let g = renderer.geometry(of: id), let (buffer, stride) = renderer.scanoutDMABuffer(id)
+              let g = renderer.geometry(of: id), let scanout = renderer.scanoutDMABuffer(id)
         else { return false }
-        let dmabuf = DisplayDMABUF(fd: FileDescriptor(rawValue: buffer.fd), width: g.width, height: g.height, stride: UInt32(stride),
-                                   fourcc: g.format.drmFourCC, modifier: DisplayDMABUF.linearModifier, flags: [])
-        let sent = withExtendedLifetime(buffer) { display.scanoutDMABUF(UInt32(index), rect: rect, buffer: dmabuf) }
+        let l = scanout.layout
+        let dmabuf = DisplayDMABUF(fd: FileDescriptor(rawValue: scanout.buffer.fd), width: g.width, height: g.height, stride: l.stride,
+                                   fourcc: l.fourcc, modifier: l.modifier, flags: l.yZeroTop ? [.yZeroTop] : [])
+        let sent = withExtendedLifetime(scanout.buffer) { display.scanoutDMABUF(UInt32(index), rect: rect, buffer: dmabuf) }
         guard sent else { return false }
         let whole = PixelRect(x: 0, y: 0, width: rect.width, height: rect.height)
         let result = display.updateDMABUF(UInt32(index), rect: whole)

@@ -93,9 +93,9 @@ public protocol GPURenderer: AnyObject, Sendable {
     /// exported and the reason recorded. Returns nil for an unknown id.
     func exportResource(_ id: ResourceID, memory: GuestMemory) -> HostBufferInfo?
 
-    /// The dmabuf host buffer `id` was exported as, if it has one (for dmabuf scanout), with the
-    /// row stride of its pixels.
-    func scanoutDMABuffer(_ id: ResourceID) -> (buffer: HostBuffer, stride: Int)?
+    /// The dmabuf host buffer `id` was exported as, if it has one (for dmabuf scanout), with how
+    /// its pixels lie in it.
+    func scanoutDMABuffer(_ id: ResourceID) -> ScanoutDMABuffer?
 
     /// A new fd of `id`'s host buffer for a consumer (the caller owns it), with what it is: the
     /// exported buffer once ASSIGN_UUID made one, else the host copy. Throws `invalidResourceID`.
@@ -117,7 +117,7 @@ extension GPURenderer {
         try attachBacking(id, backing)
     }
     public func exportResource(_ id: ResourceID, memory: GuestMemory) -> HostBufferInfo? { nil }
-    public func scanoutDMABuffer(_ id: ResourceID) -> (buffer: HostBuffer, stride: Int)? { nil }
+    public func scanoutDMABuffer(_ id: ResourceID) -> ScanoutDMABuffer? { nil }
     public func openHostBuffer(_ id: ResourceID) throws(GPUFailure) -> (fd: Int32, info: HostBufferInfo) {
         throw .invalidResourceID("\(id) has no host buffer")
     }

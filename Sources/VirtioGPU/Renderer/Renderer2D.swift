@@ -220,6 +220,8 @@ public final class Renderer2D: GPURenderer {
                     storage.base.copyMemory(from: res.storage.base, byteCount: res.storage.length)
                     buffer.endCPUAccess(write: true)
                     return (ResourceExport(buffer: buffer, info: shadowInfo(buffer, reasons)), storage)
+                case .glTexture:
+                    throw HostBufferError("GL textures are virgl's")
                 case .memfd:
                     res.storage.buffer.sealSize()
                     return (ResourceExport(buffer: res.storage.buffer, info: shadowInfo(res.storage.buffer, reasons)), res.storage)
@@ -237,10 +239,10 @@ public final class Renderer2D: GPURenderer {
                        shadowReason: reasons.isEmpty ? nil : reasons.joined(separator: "; "))
     }
 
-    public func scanoutDMABuffer(_ id: ResourceID) -> (buffer: HostBuffer, stride: Int)? {
+    public func scanoutDMABuffer(_ id: ResourceID) -> ScanoutDMABuffer? {
         table.withLock { t in
             guard let r = t[id], let e = r.export, e.buffer.isDMABuf else { return nil }
-            return (e.buffer, r.stride)
+            return ScanoutDMABuffer(buffer: e.buffer, layout: DMABufLayout(stride: UInt32(r.stride), fourcc: r.format.drmFourCC))
         }
     }
 

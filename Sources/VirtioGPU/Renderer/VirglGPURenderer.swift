@@ -33,8 +33,11 @@ public final class VirglGPURenderer: GPURenderer3D {
         /// against (kept alive while virglrenderer holds pointers into it).
         var backing: BackingStore?
         var memory: GuestMemory?
-        /// The readback shadow (32-bit formats only), made at export.
+        /// The readback shadow (32-bit formats only), made at export when the texture cannot be
+        /// exported as a dmabuf.
         var shadow: HostPixelStorage?
+        /// The texture as a dmabuf, where virglrenderer could export it.
+        var texture: ScanoutDMABuffer?
         var exported: HostBufferInfo?
         var format: PixelFormat? { PixelFormat(wire: args.format) }
     }
@@ -235,35 +238,49 @@ public final class VirglGPURenderer: GPURenderer3D {
 
     public func hostStorage(of id: ResourceID) -> HostPixelStorage? { table.withLock { $0[id]?.shadow } }
 
-    /// A dmabuf of the texture where virglrenderer can make one (a render node), else a memfd
-    /// shadow filled by readback now and at every flush.
+    /// A dmabuf of the texture where virglrenderer can make one (EGL on a render node): the
+    /// consumer maps the GPU's own memory, in the texture's layout. Else a memfd shadow filled
+    /// by readback now and at every flush (surfaceless EGL, as on this machine).
     public func exportResource(_ id: ResourceID, memory: GuestMemory) -> HostBufferInfo? {
         let found = table.withLock { $0[id] }
         guard let res = found else { return nil }
         if let info = res.exported { return info }
-        var reasons: [String] = []
+        var reason = ""
         do {
-            let d = try virgl.sync { try $0.exportResource(id.raw) }
-            _ = close(d.fd)   // the texture can be exported; a dmabuf shadow path is future work
-            reasons.append("virgl dmabuf export works but is not used yet")
+            let (d, info) = try virgl.sync { core in (try core.exportResource(id.raw), try core.resourceInfo(id.raw)) }
+            do {
+                let buffer = try HostBuffer.adopt(dmabuf: d.fd, kind: .glTexture)
+                buffer.setName("vgpu:\(id.raw)")
+                let layout = DMABufLayout(stride: UInt32(bitPattern: d.stride), offset: UInt32(bitPattern: d.offset), fourcc: d.fourcc,
+                                          modifier: d.modifier, yZeroTop: info.isYZeroTop)
+                let exported = HostBufferInfo(kind: .glTexture, size: buffer.size, coherency: .zeroCopy, source: .texture,
+                                              exported: true, layout: layout)
+                table.withLock { $0[id]?.texture = ScanoutDMABuffer(buffer: buffer, layout: layout); $0[id]?.exported = exported }
+                return exported
+            } catch {
+                reason = "\(error)"
+            }
         } catch {
-            reasons.append("\(error)")
+            reason = "\(error)"
         }
         let info: HostBufferInfo
-        if let format = res.format, res.args.target == VirglTarget.texture2D,
+        if res.format != nil, res.args.target == VirglTarget.texture2D,
            let bytes = Resource2D.byteCount(width: res.args.width, height: res.args.height), let length = Int(exactly: bytes),
            let shadow = try? HostPixelStorage(length: length, name: "vgpu:\(id.raw)") {
-            _ = format
             table.withLock { $0[id]?.shadow = shadow }
             refreshShadow(id)
             info = HostBufferInfo(kind: .memfd, size: shadow.buffer.size, coherency: .onFlush, source: .hostCopy, exported: true,
-                                  shadowReason: reasons.joined(separator: "; "))
+                                  shadowReason: reason)
         } else {
             info = HostBufferInfo(kind: .memfd, size: 0, coherency: .onFlush, source: .hostCopy, exported: false,
-                                  shadowReason: "no readback for virgl format \(res.args.format), target \(res.args.target)")
+                                  shadowReason: "\(reason); no readback for virgl format \(res.args.format), target \(res.args.target)")
         }
         table.withLock { $0[id]?.exported = info }
         return info
+    }
+
+    public func scanoutDMABuffer(_ id: ResourceID) -> ScanoutDMABuffer? {
+        table.withLock { $0[id]?.texture }
     }
 
     /// Reads the whole resource back into its shadow.
@@ -276,6 +293,9 @@ public final class VirglGPURenderer: GPURenderer3D {
 
     public func openHostBuffer(_ id: ResourceID) throws(GPUFailure) -> (fd: Int32, info: HostBufferInfo) {
         guard let res = table.withLock({ $0[id] }) else { throw .invalidResourceID("\(id) does not exist") }
+        if let texture = res.texture, let info = res.exported {
+            do { return (try texture.buffer.exportFD(), info) } catch { throw .unspec("export of \(id): \(error)") }
+        }
         guard let shadow = res.shadow, let info = res.exported else {
             throw .unspec("\(id) has no host buffer yet (virgl resources get one at RESOURCE_ASSIGN_UUID)")
         }

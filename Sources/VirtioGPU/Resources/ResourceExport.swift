@@ -9,8 +9,9 @@ import VirtioCore
 public struct HostBufferInfo: Equatable, Sendable {
     /// `onFlush`: a virgl resource's readback shadow, refreshed at export and every RESOURCE_FLUSH.
     public enum Coherency: String, Sendable { case zeroCopy = "zero-copy", onTransfer = "on-transfer", onFlush = "on-flush" }
-    /// Whose pages the consumer maps.
-    public enum Source: String, Sendable { case guestRAM = "guest-ram", hostCopy = "host-copy" }
+    /// Whose pages the consumer maps: the guest's, the backend's host copy, or (virgl with a
+    /// render node) the GL texture itself.
+    public enum Source: String, Sendable { case guestRAM = "guest-ram", hostCopy = "host-copy", texture = "gl-texture" }
 
     public let kind: HostBufferKind
     /// Bytes of the buffer (page multiple for dmabufs).
@@ -22,8 +23,13 @@ public struct HostBufferInfo: Equatable, Sendable {
     public let exported: Bool
     /// Why the resource is not zero-copy although zero copy is on (unaligned backing, ...).
     public let shadowReason: String?
+    /// The buffer's own layout when it is not the resource's linear `width * 4` rows from offset
+    /// 0 in its 2D format (a GL texture's stride, fourcc and modifier); nil otherwise.
+    public let layout: DMABufLayout?
 
-    public init(kind: HostBufferKind, size: Int, coherency: Coherency, source: Source, exported: Bool, shadowReason: String? = nil) {
+    public init(kind: HostBufferKind, size: Int, coherency: Coherency, source: Source, exported: Bool, shadowReason: String? = nil,
+                layout: DMABufLayout? = nil) {
+        self.layout = layout
         self.kind = kind
         self.size = size
         self.coherency = coherency
@@ -33,6 +39,38 @@ public struct HostBufferInfo: Equatable, Sendable {
     }
 
     public var handleType: String { kind.isDMABuf ? "dmabuf" : "memfd" }
+}
+
+/// How the pixels lie in a dmabuf: what DMABUF_SCANOUT2 and `vgpuctl export` pass on.
+public struct DMABufLayout: Equatable, Sendable {
+    public let stride: UInt32
+    public let offset: UInt32
+    /// DRM fourcc.
+    public let fourcc: UInt32
+    /// DRM format modifier (0: linear).
+    public let modifier: UInt64
+    /// VIRTIO_GPU_RESOURCE_FLAG_Y_0_TOP as QEMU passes it to its GL display: false for buffers
+    /// whose rows run top down in memory (QEMU's own udmabuf scanouts say false), virglrenderer's
+    /// flag for GL textures.
+    public let yZeroTop: Bool
+
+    public init(stride: UInt32, offset: UInt32 = 0, fourcc: UInt32, modifier: UInt64 = 0, yZeroTop: Bool = false) {
+        self.stride = stride
+        self.offset = offset
+        self.fourcc = fourcc
+        self.modifier = modifier
+        self.yZeroTop = yZeroTop
+    }
+}
+
+/// A resource's dmabuf as the display is given it.
+public struct ScanoutDMABuffer: Sendable {
+    public let buffer: HostBuffer
+    public let layout: DMABufLayout
+    public init(buffer: HostBuffer, layout: DMABufLayout) {
+        self.buffer = buffer
+        self.layout = layout
+    }
 }
 
 /// The buffer an exported resource hands out, and what it is.
