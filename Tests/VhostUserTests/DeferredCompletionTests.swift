@@ -14,6 +14,16 @@ final class DeferringDevice: VhostUserDevice {
     let deviceFeatures: UInt64 = 0
     let kept = Mutex<[UInt16]>([])
     let completions = Mutex<QueueCompletions?>(nil)
+    /// Hand kept chains back, synchronously, when the queues are about to stop (as the GPU
+    /// device drains its fences).
+    let releaseOnStop: Bool
+    init(releaseOnStop: Bool = false) { self.releaseOnStop = releaseOnStop }
+    func willStopQueues() {
+        guard releaseOnStop else { return }
+        let heads = kept.withLock { k in defer { k.removeAll() }; return k }
+        let c = completions.withLock { $0 }
+        for h in heads { c?.complete(head: h, length: 3) }
+    }
 
     func queueStarted(_ queue: Int, completions c: QueueCompletions) { completions.withLock { $0 = c } }
     func handleChain(queue: Int, chain: DescriptorChain, memory: GuestMemory) -> UInt32 {
@@ -66,5 +76,24 @@ final class DeferringDevice: VhostUserDevice {
         c.complete(head: 0, length: 9)
         usleep(50_000)
         #expect(queue.collectUsed().isEmpty)
+    }
+
+    @Test func chainsFinishedWhileStoppingStillGoBack() throws {
+        let device = DeferringDevice(releaseOnStop: true)
+        let served = try ServedDevice(device)
+        let f = VhostUserFrontend(socket: served.frontendSocket)
+        let ram = try GuestRAM(size: 1 << 20)
+        let queue = try DriverQueue(ram: ram, size: 64)
+        try f.start(ram: ram, queues: [queue])
+        let req = ram.allocate(1), resp = ram.allocate(4)
+        ram.write([2], at: req)
+        let head = queue.add([.init(req, 1, writable: false), .init(resp, 4, writable: true)])
+        queue.notifyDevice()
+        let deadline = Date().addingTimeInterval(5)
+        while device.kept.withLock({ $0.isEmpty }), Date() < deadline { usleep(1000) }
+        #expect(queue.collectUsed().isEmpty)
+        _ = try f.getVringBase(0)
+        let used = queue.collectUsed()
+        #expect(used.count == 1 && used.first?.head == head && used.first?.length == 3)
     }
 }

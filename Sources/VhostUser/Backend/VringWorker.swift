@@ -92,7 +92,13 @@ final class VringWorker: Sendable {
     }
 
     private func run(_ queue: SplitVirtqueue, memory: GuestMemoryPublisher, device: any VhostUserDevice, log: RateLimitedLogger<String>) {
-        defer { finalAvail.store(queue.nextAvail, ordering: .releasing); finished.signal() }
+        defer {
+            // Chains the device finished while the queue was being stopped still go back, so a
+            // fenced command completed before GET_VRING_BASE is not lost.
+            if enabled.load(ordering: .acquiring) { returnDeferred(queue) }
+            finalAvail.store(queue.nextAvail, ordering: .releasing)
+            finished.signal()
+        }
         var generation = memory.current.generation
         var chain = DescriptorChain()
         var broken = false

@@ -40,6 +40,10 @@ public protocol GPURenderer3D: GPURenderer {
     /// on some other thread, once it (and every fence created before it) has signalled.
     func createFence(_ fenceID: UInt64, context: UInt32, completed: @escaping @Sendable () -> Void) throws(GPUFailure)
 
+    /// Waits (at most `timeout` seconds) until every fence created so far has signalled and its
+    /// `completed` has run: before the queues stop, so no fenced chain is left behind.
+    func drainFences(timeout: Double)
+
     /// Hands the cursor image of `id` (64×64 ARGB8888) to `deliver` without making the caller
     /// wait for the renderer: the cursor queue never waits behind the control queue.
     func withCursorImageAsync(_ id: ResourceID, into destination: CursorBuffer,

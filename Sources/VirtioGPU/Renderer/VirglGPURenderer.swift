@@ -385,6 +385,11 @@ public final class VirglGPURenderer: GPURenderer3D {
         try onRenderThread { core in try commands.withUnsafeBytes { try core.submit(context: context, commands: $0) } }
     }
 
+    public func drainFences(timeout: Double) {
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(max(0, timeout) * 1e9)
+        while fences.pendingCount > 0, DispatchTime.now().uptimeNanoseconds < deadline { usleep(1000) }
+    }
+
     public func createFence(_ fenceID: UInt64, context: UInt32, completed: @escaping @Sendable () -> Void) throws(GPUFailure) {
         // Registered before virglrenderer can retire it: the poller matches completions in order.
         fences.expect(fenceID, context: context, completed)
@@ -413,17 +418,16 @@ final class FencePoller: @unchecked Sendable {
                 guard let virgl = weakVirgl.value else { break }
                 let done = (try? virgl.sync { $0.pollFences() }) ?? []
                 guard !done.isEmpty else { continue }
-                let callbacks = pending.withLock { p -> [@Sendable () -> Void] in
-                    var out: [@Sendable () -> Void] = []
+                // Callbacks run under the lock (they only queue the chain and signal an eventfd),
+                // so `pendingCount` never reads 0 while a completion is still on its way.
+                pending.withLock { p in
                     for c in done {
                         if let i = p.firstIndex(where: { $0.fenceID == c.fenceID && $0.context == c.contextID }) {
-                            out.append(p[i].completed)
+                            p[i].completed()
                             p.remove(at: i)
                         }
                     }
-                    return out
                 }
-                for cb in callbacks { cb() }
             }
             finished.signal()
         }
@@ -435,6 +439,8 @@ final class FencePoller: @unchecked Sendable {
     }
 
     func cancelLast() { pending.withLock { _ = $0.popLast() } }
+
+    var pendingCount: Int { pending.withLock { $0.count } }
 
     /// Device reset: fences pending are dropped (their chains were given back with the queue).
     func dropAll() { pending.withLock { $0.removeAll() } }

@@ -188,6 +188,9 @@ public final class GPUVhostUserDevice: VhostUserDevice {
     }
 
     public func willStopQueues() {
+        // Fenced virgl commands in flight go back before the rings are handed over (bounded:
+        // QEMU waits for our GET_VRING_BASE reply meanwhile).
+        processor.renderer3D?.drainFences(timeout: 1.0)
         display.withLock { $0 }?.interrupt()
         sharedObjects.withLock { $0.channel }?.interrupt()
     }
