@@ -46,7 +46,7 @@ struct Serve: ParsableCommand {
     @Flag(name: [.customShort("v"), .customLong("virgl")], help: "Render the guest's OpenGL with virglrenderer (VIRTIO_GPU_F_VIRGL), on Mesa's surfaceless EGL or on --render-node. One device per process.")
     var virgl = false
 
-    @Option(name: [.customShort("r"), .customLong("render-node")], help: "DRM render node for 3D (used with --virgl).")
+    @Option(name: [.customShort("r"), .customLong("render-node")], help: "DRM render node for 3D (used with --virgl; default: the first /dev/dri/renderD*, else Mesa's surfaceless EGL).")
     var renderNode: String?
 
     @Option(name: [.customLong("max-outputs")], help: "Scanouts the device offers (1-16). QEMU's max_outputs overrides what the guest sees.")
@@ -137,7 +137,7 @@ struct Serve: ParsableCommand {
             } catch {
                 throw ValidationError("--virgl: \(error)")
             }
-            logger.info("virgl on \(virglRenderer!.glRenderer)")
+            logger.info("virgl on \(virglRenderer!.glRenderer) (EGL \(virglRenderer!.platform))")
         }
         let renderer3D = virglRenderer
         let makeDevice: @Sendable (String) -> any VhostUserDevice = { label in

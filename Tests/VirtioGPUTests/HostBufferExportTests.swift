@@ -147,3 +147,16 @@ import Glibc
         #expect(!b.isDMABuf)
     }
 }
+
+/// Where --virgl looks for a GPU when no --render-node is given.
+@Suite struct RenderNodeDiscoveryTests {
+    @Test func theFirstRenderNodeIsFoundAndCardsAreIgnored() throws {
+        let dir = "/tmp/vgpu-dri-\(getpid())"
+        mkdir(dir, 0o700)
+        defer { for n in ["card0", "renderD129", "renderD128"] { unlink(dir + "/" + n) }; rmdir(dir) }
+        #expect(VirglGPURenderer.firstRenderNode(in: dir) == nil)
+        for n in ["card0", "renderD129", "renderD128"] { close(open(dir + "/" + n, O_CREAT | O_WRONLY, 0o600)) }
+        #expect(VirglGPURenderer.firstRenderNode(in: dir) == dir + "/renderD128")
+        #expect(VirglGPURenderer.firstRenderNode(in: "/nonexistent/dri") == nil)
+    }
+}

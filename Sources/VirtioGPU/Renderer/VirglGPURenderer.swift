@@ -48,8 +48,17 @@ public final class VirglGPURenderer: GPURenderer3D {
 
     /// Starts virglrenderer (EGL on `renderNode`, or Mesa's surfaceless platform). Throws a
     /// `VirglError` whose description is one line when no GL can be had.
+    /// Without `renderNode`, the first `/dev/dri/renderD*` is tried (GBM on a GPU); when it
+    /// gives no GL, Mesa's surfaceless platform is used.
     public init(limits: ResourceLimits, renderNode: String? = nil, log: (@Sendable (String) -> Void)? = nil) throws(VirglError) {
-        let virgl = try VirglRenderer(VirglRendererOptions(renderNode: renderNode, log: log))
+        let virgl: VirglRenderer
+        if let renderNode {
+            virgl = try VirglRenderer(VirglRendererOptions(renderNode: renderNode, log: log))
+        } else if let found = Self.firstRenderNode(), let onNode = try? VirglRenderer(VirglRendererOptions(renderNode: found, log: log)) {
+            virgl = onNode
+        } else {
+            virgl = try VirglRenderer(VirglRendererOptions(renderNode: nil, log: log))
+        }
         self.virgl = virgl
         self.limits = limits
         let infos = (try? virgl.sync { $0.capsets() }) ?? []
@@ -65,6 +74,23 @@ public final class VirglGPURenderer: GPURenderer3D {
         fences.stop()
         virgl.shutdown()
     }
+
+    /// The first DRM render node, if the host has one.
+    static func firstRenderNode(in dri: String = "/dev/dri") -> String? {
+        guard let dir = opendir(dri) else { return nil }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: &entry.pointee.d_name) {
+                String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))
+            }
+            if name.hasPrefix("renderD") { names.append(name) }
+        }
+        return names.sorted().first.map { dri + "/" + $0 }
+    }
+
+    /// EGL platform in use: "gbm" (a render node) or "surfaceless".
+    public var platform: String { virgl.platform }
 
     /// GL_RENDERER of the renderer in use (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)").
     public var glRenderer: String { virgl.glRenderer }
