@@ -96,7 +96,7 @@ public final class HostBuffer: @unchecked Sendable {
         guard isDMABuf else { return }
         var s = dma_buf_sync()
         s.flags = flags
-        while vgpu_ioctl_ptr(fd, vgpu_DMA_BUF_IOCTL_SYNC(), &s) != 0 && errno == EINTR {}
+        _ = vgpu_ioctl_ptr(fd, vgpu_DMA_BUF_IOCTL_SYNC(), &s)   // retries EINTR itself
     }
 
     /// Names the dmabuf (`DMA_BUF_SET_NAME`, shown in /proc/PID/fdinfo and debugfs). Best effort.

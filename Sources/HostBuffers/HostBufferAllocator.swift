@@ -136,8 +136,7 @@ public final class HostBufferAllocator: Sendable {
             item.size = p.length
             raw.storeBytes(of: item, toByteOffset: headerSize + i * itemSize, as: udmabuf_create_item.self)
         }
-        var fd: Int32
-        repeat { fd = vgpu_ioctl_ptr(dev.fd, vgpu_UDMABUF_CREATE_LIST(), raw) } while fd < 0 && errno == EINTR
+        let fd = vgpu_ioctl_ptr(dev.fd, vgpu_UDMABUF_CREATE_LIST(), raw)   // retries EINTR itself
         guard fd >= 0 else { throw .call("UDMABUF_CREATE_LIST (\(pages.count) ranges, \(total) bytes)") }
         let buffer = try HostBuffer(kind: .udmabuf, fd: fd, size: size, map: false)
         buffer.setName(name)
@@ -158,9 +157,7 @@ public final class HostBufferAllocator: Sendable {
             var alloc = dma_heap_allocation_data()
             alloc.len = UInt64(pages)
             alloc.fd_flags = vgpu_dmabuf_fd_flags()
-            var rc: Int32
-            repeat { rc = vgpu_ioctl_ptr(heap.fd, vgpu_DMA_HEAP_IOCTL_ALLOC(), &alloc) } while rc < 0 && errno == EINTR
-            guard rc == 0 else { throw .call("DMA_HEAP_IOCTL_ALLOC \(pages) bytes") }
+            guard vgpu_ioctl_ptr(heap.fd, vgpu_DMA_HEAP_IOCTL_ALLOC(), &alloc) == 0 else { throw .call("DMA_HEAP_IOCTL_ALLOC \(pages) bytes") }
             buffer = try HostBuffer(kind: .dmaHeap, fd: Int32(bitPattern: alloc.fd), size: pages, map: true)
         case .drmDumb:
             guard let drm = drmDevice else { throw HostBufferError("drm-dumb is not in use") }

@@ -46,21 +46,13 @@ public final class BackendRequestChannel: Sendable {
     /// frontend's u64 is awaited for at most `ackTimeout` seconds.
     @discardableResult
     public func send(_ request: VhostUserBackendRequest, payload: [UInt8], waitForAck: Bool) -> Outcome {
-        sendLock.withLock { _ -> Outcome in
-            guard !broken.load(ordering: .acquiring) else { return .notSent }
-            let ask = waitForAck && replyAck
-            let flags = VhostUserHeaderFlags.version | (ask ? VhostUserHeaderFlags.needReply : 0)
-            EventFD.drain(wake.rawValue)   // an interrupt meant for an earlier wait
-            do {
-                try VhostUserMessage.write(to: socket.rawValue, request: request.rawValue, flags: flags, payload: payload)
-            } catch {
-                broken.store(true, ordering: .releasing)
-                return .notSent
-            }
-            guard ask else { return .ok }
-            let outcome = awaitAck(request)
-            if case .noAck = outcome { broken.store(true, ordering: .releasing) }
-            return outcome
+        switch exchange(request, payload: payload, needReply: waitForAck && replyAck) {
+        case .notSent: return .notSent
+        case .sent: return .ok
+        case .noReply: return .noAck
+        case let .reply(m):
+            let status = WireReader(m.payload).u64(0)
+            return status == 0 ? .ok : .refused(status)
         }
     }
 
@@ -79,31 +71,38 @@ public final class BackendRequestChannel: Sendable {
     /// own. The reply is awaited (bounded, interruptible) whatever REPLY_ACK says: it carries
     /// the answer. Never call this on the connection thread.
     public func lookup(uuid: [UInt8]) -> LookupOutcome {
-        sendLock.withLock { _ -> LookupOutcome in
-            guard !broken.load(ordering: .acquiring) else { return .noAnswer }
-            EventFD.drain(wake.rawValue)
-            let flags = VhostUserHeaderFlags.version | VhostUserHeaderFlags.needReply
-            do {
-                try VhostUserMessage.write(to: socket.rawValue, request: VhostUserBackendRequest.sharedObjectLookup.rawValue, flags: flags, payload: uuid)
-            } catch {
-                broken.store(true, ordering: .releasing)
-                return .noAnswer
-            }
-            guard let m = awaitReply(.sharedObjectLookup) else {
-                broken.store(true, ordering: .releasing)
-                return .noAnswer
-            }
-            let status = WireReader(m.payload).u64(0)
-            var fds = m.fds
-            if status == 0, !fds.isEmpty { return .found(fds.removeFirst()) }
-            return .notFound(status: status)
-        }
+        guard case let .reply(m) = exchange(.sharedObjectLookup, payload: uuid, needReply: true) else { return .noAnswer }
+        let status = WireReader(m.payload).u64(0)
+        var fds = m.fds
+        if status == 0, !fds.isEmpty { return .found(fds.removeFirst()) }
+        return .notFound(status: status)
     }
 
-    private func awaitAck(_ request: VhostUserBackendRequest) -> Outcome {
-        guard let m = awaitReply(request) else { return .noAck }
-        let status = WireReader(m.payload).u64(0)
-        return status == 0 ? .ok : .refused(status)
+    private enum Exchange {
+        case notSent, sent, noReply
+        case reply(VhostUserMessage)
+    }
+
+    /// One request and, with `needReply`, its reply, under the send lock. A failed write or a
+    /// reply that does not come breaks the channel (a late reply would be taken for the next).
+    private func exchange(_ request: VhostUserBackendRequest, payload: [UInt8], needReply: Bool) -> Exchange {
+        sendLock.withLock { _ -> Exchange in
+            guard !broken.load(ordering: .acquiring) else { return .notSent }
+            let flags = VhostUserHeaderFlags.version | (needReply ? VhostUserHeaderFlags.needReply : 0)
+            EventFD.drain(wake.rawValue)   // an interrupt meant for an earlier wait
+            do {
+                try VhostUserMessage.write(to: socket.rawValue, request: request.rawValue, flags: flags, payload: payload)
+            } catch {
+                broken.store(true, ordering: .releasing)
+                return .notSent
+            }
+            guard needReply else { return .sent }
+            guard let m = awaitReply(request) else {
+                broken.store(true, ordering: .releasing)
+                return .noReply
+            }
+            return .reply(m)
+        }
     }
 
     /// The frontend's reply to `request` (REPLY flag, u64 payload), or nil on timeout, interrupt,
