@@ -59,7 +59,7 @@ public final class HostBufferAllocator: Sendable {
         let results = preference == .memfd
             ? [HostBufferProbe.probe(.memfd, paths: paths)]
             : HostBufferProbe.probeAll(paths: paths)
-        let available = results.filter { if case .available = $0.status { true } else { false } }.map(\.kind)
+        let available = results.filter(\.status.isAvailable).map(\.kind)
         if let forced = preference.forcedKind, !available.contains(forced) {
             let why = results.first { $0.kind == forced }.map { "\($0.status.name): \($0.status.detail)" } ?? "not probed"
             throw HostBufferError("--host-buffers \(preference.rawValue): \(forced.rawValue) is \(why)")

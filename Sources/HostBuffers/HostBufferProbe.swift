@@ -44,6 +44,8 @@ public enum HostBufferProbeStatus: Sendable, Equatable {
         }
     }
 
+    public var isAvailable: Bool { if case .available = self { true } else { false } }
+
     public var detail: String {
         switch self {
         case let .available(d): d
@@ -283,7 +285,7 @@ public enum HostBufferProbe {
     }
 
     /// The names in a directory (no "." or "..").
-    static func listDirectory(_ path: String) throws(Errno) -> [String] {
+    public static func listDirectory(_ path: String) throws(Errno) -> [String] {
         guard let dir = opendir(path) else { throw Errno(rawValue: errno) }
         defer { closedir(dir) }
         var names: [String] = []

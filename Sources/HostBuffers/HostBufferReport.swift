@@ -24,7 +24,7 @@ public enum HostBufferReport {
             }
             return "    {" + fields.joined(separator: ", ") + "}"
         }
-        let usable = results.filter { if case .available = $0.status { true } else { false } }.map { quote($0.kind.rawValue) }
+        let usable = results.filter(\.status.isAvailable).map { quote($0.kind.rawValue) }
         return "{\n  \"hostBuffers\": [\n" + entries.joined(separator: ",\n") + "\n  ],\n  \"usable\": [" + usable.joined(separator: ", ") + "]\n}\n"
     }
 

@@ -228,7 +228,7 @@ public final class VirglRendererCore {
             vgpu_egl_export_texture(display, info.textureID, &plane, $0.baseAddress, $0.count)
         }
         guard rc == 0 else { throw .exportUnavailable(resource: id, reason: stringFromCBuffer(reason)) }
-        return VirglDmabuf(fd: plane.fd, stride: plane.stride, offset: plane.offset,
+        return VirglDmabuf(fd: plane.fd, yZeroTop: info.isYZeroTop, stride: plane.stride, offset: plane.offset,
                            fourcc: UInt32(bitPattern: plane.fourcc), modifier: plane.modifier)
     }
 

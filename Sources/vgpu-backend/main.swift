@@ -133,7 +133,7 @@ struct Serve: ParsableCommand {
             let virglLogger = logger
             do {
                 virglRenderer = try VirglGPURenderer(limits: config.normalized.limits, renderNode: renderNode,
-                                                     log: { virglLogger.debug("virglrenderer: \($0.trimmingSuffixNewline)") })
+                                                     log: { virglLogger.debug("virglrenderer: \($0)") })
             } catch {
                 throw ValidationError("--virgl: \(error)")
             }
@@ -254,7 +254,7 @@ struct CheckHost: ParsableCommand {
     func run() throws {
         let results = HostBufferProbe.probeAll()
         print(json ? HostBufferReport.json(results) : HostBufferReport.table(results), terminator: "")
-        let memfdWorks = results.contains { if $0.kind == .memfd, case .available = $0.status { true } else { false } }
+        let memfdWorks = results.contains { $0.kind == .memfd && $0.status.isAvailable }
         if !memfdWorks { throw ExitCode(1) }
     }
 }
@@ -265,9 +265,4 @@ extension HostBufferPreference: ExpressibleByArgument {}
 /// `--dmabuf-scanout`.
 enum DMABUFScanoutMode: String, CaseIterable, ExpressibleByArgument {
     case auto, on, off
-}
-
-extension String {
-    /// virglrenderer's log lines end in a newline.
-    var trimmingSuffixNewline: String { hasSuffix("\n") ? String(dropLast()) : self }
 }

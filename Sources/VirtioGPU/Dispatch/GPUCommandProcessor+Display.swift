@@ -17,17 +17,17 @@ extension GPUCommandProcessor {
                 guard let id = s.resource else { continue }
                 if s.viaDMABUF, showViaDMABUF(i, resource: id, rect: s.rect, display: display) { continue }
                 t[i].viaDMABUF = false
-                showWithPixels(i, s, display: display)
+                try? showWithPixels(i, s, display: display)
             }
         }
     }
 
     /// SCANOUT with the head's size and one full UPDATE from the host copy.
-    func showWithPixels(_ index: Int, _ s: Scanout, display: any DisplaySink) {
+    func showWithPixels(_ index: Int, _ s: Scanout, display: any DisplaySink) throws(GPUFailure) {
         guard let id = s.resource else { return }
         display.setScanout(UInt32(index), width: s.rect.width, height: s.rect.height)
         let whole = PixelRect(x: 0, y: 0, width: s.rect.width, height: s.rect.height)
-        try? renderer.withScanoutPixels(id, rect: s.rect) { pixels, stride in
+        try renderer.withScanoutPixels(id, rect: s.rect) { pixels, stride in
             display.update(scanout: UInt32(index), rect: whole, pixels: pixels, stride: stride)
         }
     }
@@ -61,23 +61,21 @@ extension GPUCommandProcessor {
     }
 
     /// RESOURCE_FLUSH of a head shown from a dmabuf: a DMABUF_UPDATE. When the display does not
-    /// answer, dmabuf scanout is given up and the head is shown whole with pixels. True if the
-    /// update went out as a dmabuf update.
-    func updateViaDMABUF(_ index: Int, _ t: inout ScanoutTable, rect: PixelRect, display: any DisplaySink) -> Bool {
+    /// answer, dmabuf scanout is given up and the head is shown whole with pixels.
+    func updateViaDMABUF(_ index: Int, _ t: inout ScanoutTable, rect: PixelRect, display: any DisplaySink) {
         let result = display.updateDMABUF(UInt32(index), rect: rect)
         switch result {
         case .flushed:
-            return true
+            return
         case .failed(.interrupted), .failed(.disconnected):
             // The display is going away (queues stopping, QEMU closed it); the next display
             // channel gets every head again through refreshDisplay.
-            return true
+            return
         default:
             giveUpDMABUFScanout(because: result)
             _ = display.scanoutDMABUF(UInt32(index), rect: t[index].rect, buffer: nil)
             t[index].viaDMABUF = false
-            showWithPixels(index, t[index], display: display)
-            return false
+            try? showWithPixels(index, t[index], display: display)
         }
     }
 

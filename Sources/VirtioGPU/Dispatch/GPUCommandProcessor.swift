@@ -64,7 +64,8 @@ public final class GPUCommandProcessor: Sendable {
     /// Where fenced control-queue chains go back once their fence signals (set when the
     /// control queue's worker starts).
     private let controlCompletions = Mutex<QueueCompletions?>(nil)
-    /// The cursor image a 3D renderer reads back into, off the control queue's path.
+    /// The cursor image a 3D renderer reads back into, off the control queue's path (a 2D
+    /// renderer fills `cursorImage` under its lock instead).
     private let cursorBuffer = CursorBuffer()
 
     let logger: Logger
@@ -73,7 +74,7 @@ public final class GPUCommandProcessor: Sendable {
     let scanouts: Mutex<ScanoutTable>   // internal: GPUCommandProcessor+Display.swift
     /// What the last GET_DISPLAY_INFO told the guest, when the display answered (used by GET_EDID).
     private let reportedModes = Mutex<[DisplayMode]?>(nil)
-    private let cursorImage = Mutex(CursorImage())
+    private let cursorImage = Mutex(CursorBuffer())
     /// Lifecycle events (create, UUID assignment, unref) for the control socket; nil: none.
     public let events: ResourceEventHub?
     /// Told when a UUID is first assigned and when a resource holding one is unreferenced (the
@@ -404,11 +405,7 @@ public final class GPUCommandProcessor: Sendable {
             }
             if wasDMABUF { _ = display.scanoutDMABUF(scanoutID, rect: t[index].rect, buffer: nil) }
             t[index] = Scanout(resource: id, rect: rect)
-            display.setScanout(scanoutID, width: rect.width, height: rect.height)
-            let whole = PixelRect(x: 0, y: 0, width: rect.width, height: rect.height)
-            try renderer.withScanoutPixels(id, rect: rect) { pixels, stride in
-                display.update(scanout: scanoutID, rect: whole, pixels: pixels, stride: stride)
-            }
+            try showWithPixels(index, t[index], display: display)
         }
     }
 
@@ -428,8 +425,8 @@ public final class GPUCommandProcessor: Sendable {
                 guard s.resource == id, let part = rect.intersection(s.rect) else { continue }
                 let target = PixelRect(x: part.x - s.rect.x, y: part.y - s.rect.y, width: part.width, height: part.height)
                 if s.viaDMABUF {
-                    if updateViaDMABUF(i, &t, rect: target, display: display) { continue }
-                    // Given up: the head was re-shown whole with pixels.
+                    // A dmabuf update, or (given up) the head re-shown whole with pixels.
+                    updateViaDMABUF(i, &t, rect: target, display: display)
                     continue
                 }
                 try renderer.withScanoutPixels(id, rect: part) { pixels, stride in
@@ -491,7 +488,7 @@ public final class GPUCommandProcessor: Sendable {
         }
         let renderer = self.renderer
         do {
-            try cursorImage.withLock { (image: inout CursorImage) throws(GPUFailure) in
+            try cursorImage.withLock { (image: inout CursorBuffer) throws(GPUFailure) in
                 try renderer.copyCursorImage(id, into: image.pixels)
                 display.cursorUpdate(scanout: scanout, x: c.pos.x, y: c.pos.y, hotX: c.hot_x, hotY: c.hot_y, pixels: image.pixels)
             }

@@ -31,18 +31,3 @@ struct ScanoutTable {
         set { scanouts[index] = newValue }
     }
 }
-
-/// The 64×64 ARGB cursor image buffer, allocated once per device and reused by every
-/// UPDATE_CURSOR (cursor worker only).
-struct CursorImage: ~Copyable {
-    static let side = 64
-    static let byteCount = side * side * 4
-    let pixels: UnsafeMutableRawPointer
-
-    init() {
-        pixels = UnsafeMutableRawPointer.allocate(byteCount: Self.byteCount, alignment: 16)
-        pixels.initializeMemory(as: UInt8.self, repeating: 0, count: Self.byteCount)
-    }
-
-    deinit { pixels.deallocate() }
-}

@@ -284,9 +284,6 @@ public final class Renderer2D: GPURenderer {
         _ = dropped
         scratch.withLock { $0.release() }
     }
-
-    /// Bytes held by host copies (for tests and stats).
-    public var totalHostBytes: UInt64 { table.withLock { $0.totalBytes } }
 }
 
 /// A malloc'd buffer that only grows; freed on release/deinit.

@@ -77,16 +77,7 @@ public final class VirglGPURenderer: GPURenderer3D {
 
     /// The first DRM render node, if the host has one.
     static func firstRenderNode(in dri: String = "/dev/dri") -> String? {
-        guard let dir = opendir(dri) else { return nil }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: &entry.pointee.d_name) {
-                String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))
-            }
-            if name.hasPrefix("renderD") { names.append(name) }
-        }
-        return names.sorted().first.map { dri + "/" + $0 }
+        (try? HostBufferProbe.listDirectory(dri))?.filter { $0.hasPrefix("renderD") }.sorted().first.map { dri + "/" + $0 }
     }
 
     /// EGL platform in use: "gbm" (a render node) or "surfaceless".
@@ -204,10 +195,20 @@ public final class VirglGPURenderer: GPURenderer3D {
         guard r.lies(within: res.args.width, res.args.height), !r.isEmpty else { throw .invalidParameter("rect \(r) outside \(id)") }
         let rowBytes = Int(r.width) * 4
         let total = rowBytes * Int(r.height)
+        // An exported resource's shadow follows every flush (its coherency rule): read the
+        // whole resource back once, into the shadow, and copy the rect from there.
+        if let shadow = res.shadow { refreshShadow(shadow, res) }
         try scratch.withLock { (s: inout ScratchBuffer) throws(GPUFailure) in
             guard let dst = s.reserve(total) else { throw .outOfMemory("readback buffer of \(total) bytes") }
-            let box = VirglBox(x: r.x, y: r.y, width: r.width, height: r.height)
-            try onRenderThread { try $0.readPixels(id.raw, box: box, stride: rowBytes, into: UnsafeMutableRawBufferPointer(start: dst, count: total)) }
+            if let shadow = res.shadow {
+                let stride = Int(res.args.width) * 4
+                for row in 0..<Int(r.height) {
+                    (dst + row * rowBytes).copyMemory(from: shadow.base + (Int(r.y) + row) * stride + Int(r.x) * 4, byteCount: rowBytes)
+                }
+            } else {
+                let box = VirglBox(x: r.x, y: r.y, width: r.width, height: r.height)
+                try onRenderThread { try $0.readPixels(id.raw, box: box, stride: rowBytes, into: UnsafeMutableRawBufferPointer(start: dst, count: total)) }
+            }
             if !format.isDisplayNative {
                 for row in 0..<Int(r.height) {
                     let p = dst + row * rowBytes
@@ -216,8 +217,6 @@ public final class VirglGPURenderer: GPURenderer3D {
             }
             body(UnsafeRawPointer(dst), rowBytes)
         }
-        // An exported resource's shadow follows every flush (its coherency rule).
-        if res.shadow != nil { refreshShadow(id) }
     }
 
     public func copyCursorImage(_ id: ResourceID, into destination: UnsafeMutableRawPointer) throws(GPUFailure) {
@@ -273,12 +272,12 @@ public final class VirglGPURenderer: GPURenderer3D {
         if let info = res.exported { return info }
         var reason = ""
         do {
-            let (d, info) = try virgl.sync { core in (try core.exportResource(id.raw), try core.resourceInfo(id.raw)) }
+            let d = try virgl.sync { try $0.exportResource(id.raw) }
             do {
                 let buffer = try HostBuffer.adopt(dmabuf: d.fd, kind: .glTexture)
                 buffer.setName("vgpu:\(id.raw)")
                 let layout = DMABufLayout(stride: UInt32(bitPattern: d.stride), offset: UInt32(bitPattern: d.offset), fourcc: d.fourcc,
-                                          modifier: d.modifier, yZeroTop: info.isYZeroTop)
+                                          modifier: d.modifier, yZeroTop: d.yZeroTop)
                 let exported = HostBufferInfo(kind: .glTexture, size: buffer.size, coherency: .zeroCopy, source: .texture,
                                               exported: true, layout: layout)
                 table.withLock { $0[id]?.texture = ScanoutDMABuffer(buffer: buffer, layout: layout); $0[id]?.exported = exported }
@@ -294,7 +293,7 @@ public final class VirglGPURenderer: GPURenderer3D {
            let bytes = Resource2D.byteCount(width: res.args.width, height: res.args.height), let length = Int(exactly: bytes),
            let shadow = try? HostPixelStorage(length: length, name: "vgpu:\(id.raw)") {
             table.withLock { $0[id]?.shadow = shadow }
-            refreshShadow(id)
+            refreshShadow(shadow, res)
             info = HostBufferInfo(kind: .memfd, size: shadow.buffer.size, coherency: .onFlush, source: .hostCopy, exported: true,
                                   shadowReason: reason)
         } else {
@@ -309,11 +308,10 @@ public final class VirglGPURenderer: GPURenderer3D {
         table.withLock { $0[id]?.texture }
     }
 
-    /// Reads the whole resource back into its shadow.
-    private func refreshShadow(_ id: ResourceID) {
-        guard let res = table.withLock({ $0[id] }), let shadow = res.shadow else { return }
+    /// Reads the whole resource `res` back into its shadow.
+    private func refreshShadow(_ shadow: HostPixelStorage, _ res: Record) {
         let box = VirglBox(width: res.args.width, height: res.args.height)
-        try? virgl.sync { try $0.readPixels(id.raw, box: box, stride: Int(res.args.width) * 4,
+        try? virgl.sync { try $0.readPixels(res.args.resourceID, box: box, stride: Int(res.args.width) * 4,
                                             into: UnsafeMutableRawBufferPointer(start: shadow.base, count: shadow.length)) }
     }
 
@@ -325,8 +323,8 @@ public final class VirglGPURenderer: GPURenderer3D {
         guard let shadow = res.shadow, let info = res.exported else {
             throw .unspec("\(id) has no host buffer yet (virgl resources get one at RESOURCE_ASSIGN_UUID)")
         }
-        refreshShadow(id)
-        do { return (try shadow.openReadOnlyExport(), info) } catch { throw .unspec("export of \(id): \(error)") }
+        refreshShadow(shadow, res)
+        do { return (try shadow.buffer.exportFD(), info) } catch { throw .unspec("export of \(id): \(error)") }
     }
 
     public func resources() -> [RendererResourceInfo] {

@@ -36,7 +36,4 @@ public final class HostPixelStorage: @unchecked Sendable {
         self.base = base
         self.length = length
     }
-
-    /// A read-only fd of the host copy for a consumer (see `HostBuffer.exportFD`).
-    public func openReadOnlyExport() throws(HostBufferError) -> Int32 { try buffer.exportFD() }
 }
