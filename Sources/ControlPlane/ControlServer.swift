@@ -241,11 +241,6 @@ extension EventRecord {
     }
 }
 
-func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
 
 /// What a request turns into: a reply line, a reply line with an fd, or a subscription.
 enum ControlReply {
@@ -300,8 +295,8 @@ struct ControlHandler {
                 let fd = OwnedFileDescriptor(opened.fd)
                 var layout = BufferLayout(uuid: info.uuid?.description, device: entry.id.raw, resource: info.id.raw,
                                           handleType: opened.info.handleType,
-                                          format: info.format.description, fourcc: DRMFourCC.name(for: info.format),
-                                          drmFormat: DRMFourCC.code(DRMFourCC.name(for: info.format)),
+                                          format: info.format.description, fourcc: info.format.drmFourCCName,
+                                          drmFormat: info.format.drmFourCC,
                                           width: info.width, height: info.height, stride: info.stride, offset: 0,
                                           size: opened.info.size, modifier: DRMFourCC.linearModifier)
                 layout.kind = opened.info.kind.rawValue

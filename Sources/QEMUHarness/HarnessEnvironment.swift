@@ -71,13 +71,7 @@ public struct HarnessEnvironment: Sendable {
     /// `.build-guest/release/vgpu-guest-test`, which scripts/test builds with
     /// `swift build -c release --static-swift-stdlib --product vgpu-guest-test --scratch-path .build-guest`.
     public func guestTestProgram() throws -> String {
-        let path = variables["VGPU_GUEST_TEST"].flatMap { $0.isEmpty ? nil : $0 }
-            ?? packageRoot.appendingPathComponent(".build-guest/release/vgpu-guest-test").path
-        guard FileManager.default.isExecutableFile(atPath: path) else {
-            throw HarnessError.missing(what: "guest test program (VGPU_GUEST_TEST)", path: path,
-                                       hint: "swift build -c release --static-swift-stdlib --product vgpu-guest-test --scratch-path .build-guest (scripts/test does)")
-        }
-        return path
+        try guestProgram("vgpu-guest-test", variable: "VGPU_GUEST_TEST")
     }
 
     /// A static program built for the guests: `$variable`, else `.build-guest/release/<product>`

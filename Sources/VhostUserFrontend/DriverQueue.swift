@@ -147,13 +147,5 @@ public final class DriverQueue {
         }
         return got
     }
-
-    /// Number of chains the device has not returned yet.
-    public var inFlight: Int { Int(size) - freeHeads.count }
 }
 
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}

@@ -84,19 +84,27 @@ public struct ChainReader {
         self = copy
     }
 
+    /// `peekObject` and move past it, in one walk of the chain.
     public mutating func readObject<T: BitwiseCopyable>(_ type: T.Type) throws(ChainError) -> T {
-        let value = try peekObject(T.self)
-        try skip(MemoryLayout<T>.size)
+        var copy = self
+        let value = try copy.consumeObject(T.self)
+        self = copy
         return value
     }
 
     public func peekObject<T: BitwiseCopyable>(_ type: T.Type) throws(ChainError) -> T {
         var copy = self
+        return try copy.consumeObject(T.self)
+    }
+
+    /// Reads a `T` and leaves the cursor after it (or, on a throw, wherever the walk stopped:
+    /// callers use a copy).
+    private mutating func consumeObject<T: BitwiseCopyable>(_ type: T.Type) throws(ChainError) -> T {
         // Stack scratch, no heap allocation per command. Safety: T is BitwiseCopyable and every
         // bit pattern of the plain C structs read here is a valid value.
         return try withUnsafeTemporaryAllocation(byteCount: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment) {
             (scratch: UnsafeMutableRawBufferPointer) throws(ChainError) -> T in
-            try copy.consume(MemoryLayout<T>.size, into: scratch.baseAddress!)
+            try self.consume(MemoryLayout<T>.size, into: scratch.baseAddress!)
             return scratch.load(as: T.self)
         }
     }

@@ -51,7 +51,6 @@ struct Consume: ParsableCommand {
         } else if fd >= 0 {
             if let p = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED {
                 base = UnsafeRawPointer(p)
-                info["mapped"] = true
             } else {
                 info["error"] = "mmap(PROT_READ, MAP_SHARED) of \(size) bytes: \(String(cString: strerror(errno)))"
             }

@@ -26,8 +26,7 @@ struct HostBufferCheck: ParsableCommand {
 
 /// The folder this program lives in (the guest's /bin): where vgpu-backend and vgpuctl are by default.
 func ownDirectory() -> String {
-    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-    return (exe as NSString).deletingLastPathComponent
+    (ownExecutable() as NSString).deletingLastPathComponent
 }
 
 func ownExecutable() -> String {
@@ -36,15 +35,7 @@ func ownExecutable() -> String {
 
 /// One line to stdout in a single write (stdout is the serial console in the guest).
 func emit(_ line: String) {
-    let data = Array((line + "\n").utf8)
-    data.withUnsafeBytes { p in
-        var off = 0
-        while off < p.count {
-            let n = Glibc.write(1, p.baseAddress! + off, p.count - off)
-            if n < 0 { if errno == EINTR { continue }; return }
-            off += n
-        }
-    }
+    _ = writeAll(1, line + "\n")
 }
 
 /// Check results, printed as they are made, counted for the summary.

@@ -156,9 +156,7 @@ struct Watch: ParsableCommand {
             _ = try client.call(.watch)
             while let e = try client.nextEvent() {
                 if connection.json {
-                    let enc = JSONEncoder()
-                    enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-                    emit(String(decoding: (try? enc.encode(e)) ?? Data(), as: UTF8.self))
+                    FileHandle.standardOutput.write(Data(ControlCodec.encodeLine(e)))
                 } else {
                     var line = String(format: "%.3f ", e.time) + e.kind.padding(toLength: 19, withPad: " ", startingAt: 0) + " device \(e.device)"
                     if let r = e.resource { line += " resource \(r)" }

@@ -3,6 +3,7 @@ import DisplayChannel
 import Foundation
 import Testing
 import VGPUTestSupport
+import VhostUser
 import VhostUserFrontend
 
 /// The vgpu-backend executable itself: its command line and a session over its socket.

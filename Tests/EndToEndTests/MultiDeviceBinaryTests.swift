@@ -4,6 +4,7 @@ import DisplayChannel
 import Foundation
 import Testing
 import VGPUTestSupport
+import VhostUser
 import VhostUserFrontend
 import VirtioGPU
 

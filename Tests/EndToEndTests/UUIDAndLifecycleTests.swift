@@ -3,6 +3,7 @@ import DisplayChannel
 import Foundation
 import Testing
 import VGPUTestSupport
+import VhostUser
 import VhostUserFrontend
 import VirtioCore
 import VirtioGPU

@@ -3,6 +3,7 @@ import DisplayChannel
 import Foundation
 import Testing
 import VGPUTestSupport
+import VhostUser
 import VhostUserFrontend
 
 /// `vgpuctl` against a running `vgpu-backend` process, both the binaries built with the tests.

@@ -136,9 +136,4 @@ public final class BackendRequestChannel: Sendable {
         _ = shutdown(socket.rawValue, Int32(SHUT_RDWR))
     }
 
-    private func monotonicSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
 }

@@ -69,6 +69,13 @@ public final class SharedFileMapping: @unchecked Sendable {
     deinit { munmap(base, length) }
 }
 
+/// Seconds on the monotonic clock (deadlines, bounded waits).
+public func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
 /// Starts a detached OS thread. Queue workers block in poll(2), so they get real threads rather
 /// than tasks on Swift's cooperative pool.
 public func startThread(name: String, _ body: @escaping @Sendable () -> Void) {
