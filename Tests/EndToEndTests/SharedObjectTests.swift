@@ -205,7 +205,14 @@ extension SharedObjectTests {
                 #expect(peer.messages.contains { $0.header.request == VhostUserBackendRequest.sharedObjectLookup.rawValue && $0.payload == known })
             }
             // A UUID nobody knows: asked (when enabled), answered without an fd: not-found.
-            #expect(throws: (any Error).self) { try client.call(.export, resource: ResourceUUID.random().description) }
+            do {
+                _ = try client.call(.export, resource: ResourceUUID.random().description)
+                Issue.record("an unknown UUID was exported")
+            } catch let ControlClientError.server(e) {
+                #expect(e.code == .notFound, "\(e)")
+            } catch {
+                Issue.record("not a not-found answer: \(error)")
+            }
             let lookups = peer.messages.filter { $0.header.request == VhostUserBackendRequest.sharedObjectLookup.rawValue }.count
             #expect(lookups == (enabled ? 2 : 0))
             // The device goes on: its own UUIDs are never looked up.

@@ -163,9 +163,10 @@ import VirtioGPU
         }
     }
 
-    /// Fenced commands come back only when their fence has signalled, in fence order; a command
-    /// without a fence sent after them is not held behind them.
-    @Test func fencesCompleteInOrderAndUnfencedAreNotHeld() throws {
+    /// Fenced commands come back, in fence order, with their fence ids echoed, and a command
+    /// without a fence sent after them comes back too. (That unfenced chains are not held
+    /// behind pending ones is the deferred-completion mechanism's, tested in VhostUserTests.)
+    @Test func fencesCompleteInOrderWithTheirIDs() throws {
         try withRig { rig, _ in
             let d = rig.driver
             #expect(try ctxCreate(d, 3) == OK)

@@ -27,7 +27,10 @@ struct FbconSmokeTests {
             let consoleLine = try await guest.waitForEvent("VGPU-CONSOLE", timeout: .seconds(90)) {
                 if case .console = $0 { return true } else { return false }
             }
-            guard case let .console(geometry)? = consoleLine.event else { return }
+            guard case let .console(geometry)? = consoleLine.event else {
+                Issue.record("VGPU-CONSOLE line did not parse: \(consoleLine.text)")
+                return
+            }
             #expect(geometry.framebuffer == "virtio_gpudrmfb")
             #expect(geometry.cellWidth > 0 && geometry.cellHeight > 0, "\(geometry)")
 

@@ -16,7 +16,10 @@ struct PauseResumeTests {
             let consoleLine = try await guest.waitForEvent("VGPU-CONSOLE", timeout: .seconds(90)) {
                 if case .console = $0 { return true } else { return false }
             }
-            guard case let .console(geometry)? = consoleLine.event else { return }
+            guard case let .console(geometry)? = consoleLine.event else {
+                Issue.record("VGPU-CONSOLE line did not parse: \(consoleLine.text)")
+                return
+            }
             // Pause while the guest waits for our ack on the cleared screen.
             try await guest.waitForReady("fbcon-clear")
             let cleared = try await guest.waitForScreen("a cleared console", name: "before-pause") { image in

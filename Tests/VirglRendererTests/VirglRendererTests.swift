@@ -407,7 +407,7 @@ struct VirglRendererTests {
             }
         }
         print("random submits: seed \(seed), \(submitted) streams, \(refused) refused, \(contextsMade) contexts, \(SharedRenderer.logLines.load(ordering: .relaxed)) log lines")
-        #expect(submitted > 0)
+        #expect(submitted > 20, "random submits barely ran")
 
         // Still usable: a fresh context clears and reads back exactly.
         let pixels = try renderer.sync { core -> [UInt8] in
