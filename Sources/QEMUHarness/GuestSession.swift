@@ -28,6 +28,12 @@ public struct GuestOptions: Sendable {
     /// False: no vhost-user-gpu-pci device and no backend process (guests that start their own
     /// programs, such as the `hostbuffers` scenario, which runs vgpu-backend inside the guest).
     public var gpuDevice = true
+    /// More vhost-user-gpu-pci devices (QOM ids gpu1, gpu2, ...) served by the same backend
+    /// process, which gets one more `--socket-path` each.
+    public var extraGPUDevices = 0
+    /// The importer device (vhost-user-i2c-pci, QOM id `importer0`) and the command of its
+    /// backend, started before QEMU with `--socket-path SOCK` prepended to its arguments.
+    public var importer: BackendCommand?
 
     public init(qemu: String, kernel: GuestKernel, initramfs: URL, backend: BackendCommand,
                 scenario: String, label: String? = nil) {
@@ -47,10 +53,17 @@ public struct GuestOptions: Sendable {
 
     /// QEMU's arguments, given the paths of the three sockets. TCG always: /dev/kvm hangs on
     /// the machines this was written on. Guest RAM is a shared memfd, which vhost-user needs.
-    public func qemuArguments(backendSocket: String, serialSocket: String, qmpSocket: String) -> [String] {
+    public func qemuArguments(backendSocket: String, serialSocket: String, qmpSocket: String,
+                              extraGPUSockets: [String] = [], importerSocket: String? = nil) -> [String] {
         var device = "vhost-user-gpu-pci,id=\(displayDevice),chardev=vgpu"
         if let maxOutputs { device += ",max_outputs=\(maxOutputs)" }
-        let gpu = gpuDevice ? ["-chardev", "socket,id=vgpu,path=\(backendSocket)", "-device", device] : []
+        var gpu = gpuDevice ? ["-chardev", "socket,id=vgpu,path=\(backendSocket)", "-device", device] : []
+        for (i, socket) in extraGPUSockets.enumerated() where gpuDevice {
+            gpu += ["-chardev", "socket,id=vgpu\(i + 1),path=\(socket)", "-device", "vhost-user-gpu-pci,id=gpu\(i + 1),chardev=vgpu\(i + 1)"]
+        }
+        if let importerSocket {
+            gpu += ["-chardev", "socket,id=importer,path=\(importerSocket)", "-device", "vhost-user-i2c-pci,id=importer0,chardev=importer"]
+        }
         return [
             "-name", "vgpu-\(label)",
             "-accel", "tcg", "-machine", "q35", "-cpu", "max", "-m", "\(memoryMiB)", "-smp", "\(cpus)",
@@ -102,8 +115,15 @@ public final class GuestSession: @unchecked Sendable {
     public let backendSocket: String
     public let serialSocket: String
     public let qmpSocket: String
+    /// The sockets of `options.extraGPUDevices` (gpu1.sock, ...).
+    public let extraGPUSockets: [String]
+    /// The importer device's vhost-user socket (with `options.importer`).
+    public let importerSocket: String
 
     public private(set) var backend: ChildProcess?
+    public private(set) var importer: ChildProcess?
+    /// Backends of the extra GPU devices when the backend takes one socket per process.
+    public private(set) var extraBackends: [ChildProcess] = []
     public private(set) var qemu: ChildProcess?
     public private(set) var serial: SerialConsole?
     public private(set) var qmp: QMPClient?
@@ -157,6 +177,8 @@ public final class GuestSession: @unchecked Sendable {
         backendSocket = workDir.appendingPathComponent("gpu.sock").path
         serialSocket = workDir.appendingPathComponent("serial.sock").path
         qmpSocket = workDir.appendingPathComponent("qmp.sock").path
+        extraGPUSockets = (0..<max(0, options.extraGPUDevices)).map { workDir.appendingPathComponent("gpu\($0 + 1).sock").path }
+        importerSocket = workDir.appendingPathComponent("importer.sock").path
     }
 
     deinit { shutdown() }
@@ -168,22 +190,48 @@ public final class GuestSession: @unchecked Sendable {
             throw HarnessError.missing(what: what, path: path, hint: "run scripts/setup")
         }
         if options.gpuDevice { try await startBackend() }
+        if options.importer != nil { try await startImporter() }
         serial = try SerialConsole(socketPath: serialSocket, logFile: workDir.appendingPathComponent("serial.log"))
         try await startQEMU()
     }
 
     private func startBackend() async throws {
+        let command = options.backend
+        let ownSockets = command.servesSeveralSockets ? [backendSocket] + extraGPUSockets : [backendSocket]
         let backend = try ChildProcess(
-            name: "backend (\(options.backend.label))", executable: options.backend.executable,
-            arguments: ["--socket-path", backendSocket] + options.backend.extraArguments,
+            name: "backend (\(command.label))", executable: command.executable,
+            arguments: ownSockets.flatMap { ["--socket-path", $0] } + command.extraArguments,
             logFile: workDir.appendingPathComponent("backend.log"))
         self.backend = backend
+        for socket in ownSockets { try await Self.waitListening(backend, socket) }
+        guard !command.servesSeveralSockets else { return }
+        for (i, socket) in extraGPUSockets.enumerated() {
+            let extra = try ChildProcess(
+                name: "backend \(i + 1) (\(command.label))", executable: command.executable,
+                arguments: ["--socket-path", socket] + command.extraArguments,
+                logFile: workDir.appendingPathComponent("backend\(i + 1).log"))
+            extraBackends.append(extra)
+            try await Self.waitListening(extra, socket)
+        }
+    }
+
+    private func startImporter() async throws {
+        guard let command = options.importer else { return }
+        let importer = try ChildProcess(
+            name: "importer (\(command.label))", executable: command.executable,
+            arguments: ["--socket-path", importerSocket] + command.extraArguments,
+            logFile: workDir.appendingPathComponent("importer.log"))
+        self.importer = importer
+        try await Self.waitListening(importer, importerSocket)
+    }
+
+    private static func waitListening(_ process: ChildProcess, _ socket: String) async throws {
         let socketDeadline = Deadline(.seconds(20))
-        while !UnixSocket.isListening(path: backendSocket) {
-            if let status = backend.exitStatus {
-                throw HarnessError.processExited(name: backend.name, status: status, waitingFor: "its socket \(backendSocket)")
+        while !UnixSocket.isListening(path: socket) {
+            if let status = process.exitStatus {
+                throw HarnessError.processExited(name: process.name, status: status, waitingFor: "its socket \(socket)")
             }
-            if socketDeadline.expired { throw HarnessError.timeout(waitingFor: "backend socket \(backendSocket)", after: socketDeadline.timeout) }
+            if socketDeadline.expired { throw HarnessError.timeout(waitingFor: "\(process.name) socket \(socket)", after: socketDeadline.timeout) }
             try await Task.sleep(for: .milliseconds(20))
         }
     }
@@ -192,7 +240,9 @@ public final class GuestSession: @unchecked Sendable {
         launchedAt = ContinuousClock.now
         let qemu = try ChildProcess(
             name: "QEMU", executable: options.qemu,
-            arguments: options.qemuArguments(backendSocket: backendSocket, serialSocket: serialSocket, qmpSocket: qmpSocket),
+            arguments: options.qemuArguments(backendSocket: backendSocket, serialSocket: serialSocket, qmpSocket: qmpSocket,
+                                             extraGPUSockets: extraGPUSockets,
+                                             importerSocket: options.importer == nil ? nil : importerSocket),
             logFile: workDir.appendingPathComponent("qemu.log"))
         self.qemu = qemu
         let qmpDeadline = Deadline(.seconds(30))
@@ -256,6 +306,8 @@ public final class GuestSession: @unchecked Sendable {
                 exitSeen = exitSeen ?? ContinuousClock.now
             } else if let backend, let status = backend.exitStatus {
                 throw HarnessError.processExited(name: backend.name, status: status, waitingFor: what)
+            } else if let importer, let status = importer.exitStatus {
+                throw HarnessError.processExited(name: importer.name, status: status, waitingFor: what)
             }
             if deadline.expired { throw HarnessError.timeout(waitingFor: what, after: timeout) }
             try await Task.sleep(for: .milliseconds(50))
@@ -354,6 +406,8 @@ public final class GuestSession: @unchecked Sendable {
             }
         }
         qmp?.close()
+        importer?.kill(grace: .seconds(3))
+        for extra in extraBackends { extra.kill(grace: .seconds(3)) }
         backend?.kill(grace: .seconds(3))
         serial?.stop()
     }
@@ -371,6 +425,10 @@ public final class GuestSession: @unchecked Sendable {
         if let backend {
             out += "---- backend: \(backend.commandLine) [\(backend.exitStatus.map { "exited \($0)" } ?? "running")]\n"
             out += backend.log(lastLines: lines) + "\n"
+        }
+        if let importer {
+            out += "---- importer: \(importer.commandLine) [\(importer.exitStatus.map { "exited \($0)" } ?? "running")]\n"
+            out += importer.log(lastLines: lines) + "\n"
         }
         if let qemu {
             out += "---- QEMU: \(qemu.commandLine) [\(qemu.exitStatus.map { "exited \($0)" } ?? "running")]\n"

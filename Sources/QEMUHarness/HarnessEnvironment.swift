@@ -15,15 +15,20 @@ public struct BackendCommand: Sendable, Equatable {
     public var extraArguments: [String]
     /// A short name for logs and tables ("vgpu-backend", "qemu-c").
     public var label: String
+    /// Whether one process serves several `--socket-path`s (vgpu-backend); otherwise each extra
+    /// GPU device gets a process of its own (QEMU's C backend takes one socket).
+    public var servesSeveralSockets: Bool
 
-    public init(executable: String, extraArguments: [String] = [], label: String? = nil) {
+    public init(executable: String, extraArguments: [String] = [], label: String? = nil, servesSeveralSockets: Bool = true) {
         self.executable = executable
         self.extraArguments = extraArguments
         self.label = label ?? URL(fileURLWithPath: executable).lastPathComponent
+        self.servesSeveralSockets = servesSeveralSockets
     }
 
     /// QEMU's C reference backend (package qemu-system-gui).
-    public static let qemuReference = BackendCommand(executable: "/usr/lib/qemu/vhost-user-gpu", label: "qemu-c")
+    public static let qemuReference = BackendCommand(executable: "/usr/lib/qemu/vhost-user-gpu", label: "qemu-c",
+                                                     servesSeveralSockets: false)
 }
 
 /// Where things are: the package root, the built backend, the guest kernels, QEMU.
@@ -32,6 +37,7 @@ public struct BackendCommand: Sendable, Equatable {
 /// `VGPU_GUEST_TEST` (the static vgpu-guest-test binary packed into the initramfs),
 /// `VGPU_GUEST_BACKEND`, `VGPU_GUEST_VGPUCTL`, `VGPU_HOSTBUFFER_CHECK` (the static programs of the
 /// host buffer VM test),
+/// `VGPU_IMPORT_DEVICE` (the importer device backend),
 /// `VGPU_KEEP_WORKDIR=1` (keep each guest's folder of logs and screendumps even on success).
 public struct HarnessEnvironment: Sendable {
     public let packageRoot: URL
@@ -87,6 +93,27 @@ public struct HarnessEnvironment: Sendable {
                                        hint: "swift build -c release --static-swift-stdlib --product \(product) --scratch-path .build-guest (scripts/test does)")
         }
         return path
+    }
+
+    /// The importer device backend (Sources/vgpu-import-device) QEMU starts next to the GPU
+    /// backend: `$VGPU_IMPORT_DEVICE`, else `vgpu-import-device` next to `.build/debug/vgpu-backend`.
+    public func importDevice() throws -> String {
+        let path = variables["VGPU_IMPORT_DEVICE"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? packageRoot.appendingPathComponent(".build/debug/vgpu-import-device").path
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw HarnessError.missing(what: "importer device backend", path: path, hint: "run swift build, or set VGPU_IMPORT_DEVICE")
+        }
+        return path
+    }
+
+    /// The guest module `vgpu_import.ko` for `kernel`, built (cached) by `guest/build-module`.
+    public func importModule(for kernel: GuestKernel) async throws -> String {
+        let script = packageRoot.appendingPathComponent("guest/build-module").path
+        let output = try await Self.run(script, ["--kernel", kernel.series], timeout: .seconds(300))
+        guard let last = output.split(separator: "\n").last, last.hasPrefix("/"), last.hasSuffix(".ko") else {
+            throw HarnessError.commandFailed(command: script, status: 0, output: "no module path printed:\n\(output)")
+        }
+        return String(last)
     }
 
     /// The QEMU system emulator: `$VGPU_QEMU`, else `qemu-system-x86_64` on PATH. Must be QEMU ≥ 10.

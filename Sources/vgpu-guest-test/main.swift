@@ -4,7 +4,8 @@
 //   vgpu-guest-test SCENARIO[,SCENARIO...]
 //
 // Scenarios: features, modeset, partial, errors, export, virtgpu, cursor, modechange,
-// multihead (see `scenarios` below).
+// multihead, and the cross-device import ones (ImportScenarios.swift): import, import-errors,
+// import-multigpu (see `scenarios` below).
 // One line per check on stdout (the serial console), as guest/init's protocol:
 //   VGPU-RESULT name=<scenario>.<check> status=pass|fail|unsupported detail=...
 //   VGPU-INFO <scenario> key=value...        what the host needs to compute expected images
@@ -733,6 +734,7 @@ let scenarios: [(String, (Device, Report, Handshake) -> Void)] = [
     ("features", features), ("modeset", modeset), ("partial", partial), ("errors", errors),
     ("export", export), ("virtgpu", virtgpu), ("cursor", cursor), ("modechange", modechange),
     ("multihead", multihead),
+    ("import", importScenario), ("import-errors", importErrorsScenario), ("import-multigpu", importMultiGPUScenario),
 ]
 
 // MARK: Main

@@ -6,11 +6,19 @@
 #ifndef CGUESTDRM_H
 #define CGUESTDRM_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <libdrm/drm.h>
 #include <libdrm/drm_mode.h>
 #include <libdrm/drm_fourcc.h>
 #include <libdrm/virtgpu_drm.h>
+#include <linux/udmabuf.h>
+// The importer module's uapi (guest/vgpu-import): the one definition the module is built from.
+#include "../../../guest/vgpu-import/vgpu_import.h"
+#include <linux/udmabuf.h>
+#include <linux/memfd.h>
+// The importer module's uapi (guest/vgpu-import): the one definition the module is built from.
+#include "../../../guest/vgpu-import/vgpu_import.h"
 
 // libdrm-dev's virtgpu_drm.h predates these GETPARAM values (both guest kernels, 6.1 and 6.12,
 // have them: include/uapi/drm/virtgpu_drm.h). Values as in the kernel's header.
@@ -33,6 +41,8 @@
 /// ioctl(2) with a pointer argument, retried on EINTR and EAGAIN (as libdrm's drmIoctl).
 /// Returns 0 or -errno.
 int vgpu_guest_ioctl(int fd, unsigned long request, void *arg);
+/// The same, for ioctls that answer with a value (a new fd): that value, or -errno.
+int vgpu_guest_ioctl_value(int fd, unsigned long request, void *arg);
 
 static inline unsigned long vgpu_drm_ioctl_version(void) { return DRM_IOCTL_VERSION; }
 static inline unsigned long vgpu_drm_ioctl_gem_close(void) { return DRM_IOCTL_GEM_CLOSE; }
@@ -61,5 +71,18 @@ static inline unsigned long vgpu_virtgpu_ioctl_map(void) { return DRM_IOCTL_VIRT
 
 static inline uint32_t vgpu_drm_format_xrgb8888(void) { return DRM_FORMAT_XRGB8888; }
 static inline uint32_t vgpu_drm_format_argb8888(void) { return DRM_FORMAT_ARGB8888; }
+
+static inline unsigned long vgpu_import_ioctl_import(void) { return VGPU_IMPORT_IOCTL_IMPORT; }
+static inline unsigned long vgpu_import_ioctl_import_uuid(void) { return VGPU_IMPORT_IOCTL_IMPORT_UUID; }
+static inline unsigned long vgpu_import_ioctl_query(void) { return VGPU_IMPORT_IOCTL_QUERY; }
+static inline unsigned long vgpu_import_ioctl_release(void) { return VGPU_IMPORT_IOCTL_RELEASE; }
+static inline unsigned long vgpu_udmabuf_ioctl_create(void) { return UDMABUF_CREATE; }
+
+/// A memfd of `size` bytes sealed against shrinking (what UDMABUF_CREATE wants), or -errno.
+int vgpu_guest_sealed_memfd(const char *name, size_t size);
+
+/// 64-bit FNV-1a over `rows` rows of `row_bytes` bytes, `stride` bytes apart (the importer
+/// protocol's digest; docs/importer-protocol.md). A byte loop: C, not Swift, for speed under TCG.
+uint64_t vgpu_guest_fnv1a_rows(const void *base, size_t row_bytes, size_t rows, size_t stride);
 
 #endif
