@@ -177,8 +177,8 @@ public final class GuestSession: @unchecked Sendable {
         backendSocket = workDir.appendingPathComponent("gpu.sock").path
         serialSocket = workDir.appendingPathComponent("serial.sock").path
         qmpSocket = workDir.appendingPathComponent("qmp.sock").path
-        let dir = workDir
-        extraGPUSockets = (0..<max(0, options.extraGPUDevices)).map { dir.appendingPathComponent("gpu\($0 + 1).sock").path }
+        let folder = workDir
+        extraGPUSockets = (0..<max(0, options.extraGPUDevices)).map { folder.appendingPathComponent("gpu\($0 + 1).sock").path }
         importerSocket = workDir.appendingPathComponent("importer.sock").path
     }
 
