@@ -291,7 +291,7 @@ actor GuestProgramRuns {
     }
 
     /// Rebuilds results and infos from every serial line so far.
-    private static func collect(_ lines: [SerialLine], into run: inout GuestProgramRun) {
+    static func collect(_ lines: [SerialLine], into run: inout GuestProgramRun) {
         var fresh: [String: (results: [CheckLine], info: [String: String])] = [:]
         for line in lines {
             if let r = line.text.range(of: "VGPU-RESULT ") {
