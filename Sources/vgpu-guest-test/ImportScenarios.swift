@@ -366,3 +366,38 @@ func importMultiGPUScenario(_ device: Device, _ report: Report, _ handshake: Han
     report.check("import-multigpu.held", handshake.ready("import-multigpu"), "host looked both UUIDs up")
     for (_, a) in answers { _ = importer.release(a.handle) }
 }
+
+/// import-demo (scripts/demo): the bars on the screen are a dumb buffer; the guest exports that
+/// very buffer (PRIME; the driver sends ASSIGN_UUID) and the second device imports it by UUID.
+/// The host looks (`VGPU-READY import-demo`: screendump, vgpuctl list and dump) while it is held.
+func importDemoScenario(_ device: Device, _ report: Report, _ handshake: Handshake) {
+    if importUnsupported(device, report, "import-demo") { return }
+    guard let scanout = showBars(device, report, "import-demo") else { return }
+    let buffer = scanout.buffer
+    let guestDigest = vgpu_guest_fnv1a_rows(buffer.pixels, buffer.width * 4, buffer.height, buffer.pitch)
+    var prime = drm_prime_handle(handle: buffer.handle, flags: UInt32(O_CLOEXEC), fd: -1)
+    let e = device.ioctlErrno(vgpu_drm_ioctl_prime_handle_to_fd(), &prime)
+    guard e == 0 else { report.fail("import-demo.prime", errnoName(e)); return }
+    defer { close(prime.fd) }
+    guard let importer = report.step("import-demo.device", { try ImportDevice() }) else { return }
+    var (a, ie) = importer.importFD(prime.fd)
+    // The page flip's transfer is queued before the export's ASSIGN_UUID; still, give a late
+    // transfer a moment rather than report a mismatch it would fix.
+    var tries = 1
+    while ie == 0, a.status == UInt32(VGPU_IMPORT_STATUS_OK), a.digest != guestDigest, tries < 10 {
+        sleepMilliseconds(100)
+        (a, ie) = importer.query(a.handle)
+        tries += 1
+    }
+    guard ie == 0, a.status == UInt32(VGPU_IMPORT_STATUS_OK) else {
+        report.fail("import-demo.import", ie == 0 ? describe(a) : errnoName(ie)); return
+    }
+    emit("VGPU-INFO import-demo uuid=\(uuidString(a)) device=\(a.device) resource=\(a.resource_id) size=\(a.width)x\(a.height) "
+         + "stride=\(a.stride) path=\(importPathName(a.path)) so_status=\(a.shared_object_status) kind=\(a.host_kind) "
+         + "coherency=\(a.coherency) host_digest=\(String(a.digest, radix: 16)) guest_digest=\(String(guestDigest, radix: 16)) "
+         + "round_trip_us=\(a.round_trip_ns / 1000) device_us=\(a.device_ns / 1000)")
+    report.check("import-demo.digest", a.digest == guestDigest,
+                 "the importer's FNV-1a of resource \(a.resource_id) \(a.digest == guestDigest ? "equals" : "differs from") the guest's: \(describe(a))")
+    report.check("import-demo.ack", handshake.ready("import-demo"), "host looked at the imported buffer")
+    _ = importer.release(a.handle)
+}

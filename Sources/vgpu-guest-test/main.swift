@@ -735,6 +735,7 @@ let scenarios: [(String, (Device, Report, Handshake) -> Void)] = [
     ("export", export), ("virtgpu", virtgpu), ("cursor", cursor), ("modechange", modechange),
     ("multihead", multihead),
     ("import", importScenario), ("import-errors", importErrorsScenario), ("import-multigpu", importMultiGPUScenario),
+    ("import-demo", importDemoScenario),
 ]
 
 // MARK: Main
