@@ -54,7 +54,8 @@ struct vgi_dev {
 	struct virtio_device *vdev;
 	struct virtqueue *vq;
 	struct miscdevice misc;
-	bool misc_registered;
+	bool misc_registered; /* bound: until then failures are told once, by probe */
+	char why[96];         /* the last failure, for that line */
 	int index;
 	char name[24];
 	struct kref ref; /* probe's, plus one per open file */
@@ -65,6 +66,9 @@ struct vgi_dev {
 	struct vgpu_import_wire_resp *resp;
 	u64 next_tag;
 	unsigned long deadline; /* jiffies: when the request in flight is given up */
+	u16 cur_type;           /* the request in flight, for the log */
+	u64 cur_tag;
+	unsigned int cur_timeout_ms;
 
 	/* vq_lock orders the vq callback against senders and remove(). */
 	spinlock_t vq_lock;
@@ -101,7 +105,7 @@ static void vgi_mark_broken(struct vgi_dev *dev, const char *why)
 	was = dev->broken;
 	dev->broken = true;
 	spin_unlock_irqrestore(&dev->vq_lock, flags);
-	if (!was)
+	if (!was && dev->misc_registered)
 		dev_err(&dev->vdev->dev, "device given up: %s (every request now fails with EIO)\n",
 			why);
 }
@@ -158,6 +162,10 @@ static int vgi_wait(struct vgi_dev *dev, bool interruptible)
 		return -EINTR;
 	if (time_before(jiffies, dev->deadline))
 		return -EINTR; /* woken early without an answer: cannot happen, stay safe */
+	snprintf(dev->why, sizeof(dev->why), "request %u (tag %llu) not answered within %u ms",
+		 dev->cur_type, dev->cur_tag, dev->cur_timeout_ms);
+	if (dev->misc_registered)
+		dev_err_ratelimited(&dev->vdev->dev, "%s\n", dev->why);
 	vgi_mark_broken(dev, "no answer in time");
 	return -ETIMEDOUT;
 }
@@ -206,6 +214,9 @@ static int vgi_exchange(struct vgi_dev *dev, u16 type, u32 handle, const u8 *uui
 
 	reinit_completion(&dev->done);
 	dev->deadline = jiffies + msecs_to_jiffies(timeout_ms);
+	dev->cur_type = type;
+	dev->cur_tag = tag;
+	dev->cur_timeout_ms = timeout_ms;
 	spin_lock_irqsave(&dev->vq_lock, flags);
 	if (dev->gone) {
 		spin_unlock_irqrestore(&dev->vq_lock, flags);
@@ -221,38 +232,41 @@ static int vgi_exchange(struct vgi_dev *dev, u16 type, u32 handle, const u8 *uui
 	spin_unlock_irqrestore(&dev->vq_lock, flags);
 	if (ret) {
 		/* One request at a time in a 4-entry queue: no room means the device kept buffers. */
-		vgi_mark_broken(dev, "no room in the request queue");
+		strscpy(dev->why, "no room in the request queue", sizeof(dev->why));
+		vgi_mark_broken(dev, dev->why);
 		return -EIO;
 	}
 
 	ret = vgi_wait(dev, interruptible);
 	if (rtt_ns)
 		*rtt_ns = ktime_to_ns(ktime_sub(ktime_get(), t0));
-	if (ret == -ETIMEDOUT)
-		dev_err_ratelimited(d, "request %u (tag %llu) not answered within %u ms\n",
-				    type, tag, timeout_ms);
 	if (ret)
 		return ret;
 
 	memcpy(out, dev->resp, sizeof(*out));
 	if (dev->used_len != VGPU_IMPORT_WIRE_RESP_SIZE) {
-		dev_err_ratelimited(d, "answer of %u bytes, %u expected\n", dev->used_len,
-				    VGPU_IMPORT_WIRE_RESP_SIZE);
-		vgi_mark_broken(dev, "malformed answer (length)");
-		return -EIO;
+		snprintf(dev->why, sizeof(dev->why), "answer of %u bytes, %u expected",
+			 dev->used_len, VGPU_IMPORT_WIRE_RESP_SIZE);
+		goto broken;
 	}
 	if (le32_to_cpu(out->magic) != VGPU_IMPORT_WIRE_MAGIC ||
 	    le16_to_cpu(out->version) != VGPU_IMPORT_WIRE_VERSION ||
 	    le64_to_cpu(out->tag) != tag ||
 	    le16_to_cpu(out->status) > VGPU_IMPORT_STATUS_NO_HANDLES) {
-		dev_err_ratelimited(d,
-				    "bad answer: magic %#x version %u tag %llu (sent %llu) status %u\n",
-				    le32_to_cpu(out->magic), le16_to_cpu(out->version),
-				    le64_to_cpu(out->tag), tag, le16_to_cpu(out->status));
-		vgi_mark_broken(dev, "malformed answer");
-		return -EIO;
+		snprintf(dev->why, sizeof(dev->why),
+			 "bad answer: magic %#x version %u tag %llu (sent %llu) status %u",
+			 le32_to_cpu(out->magic), le16_to_cpu(out->version),
+			 le64_to_cpu(out->tag), tag, le16_to_cpu(out->status));
+		goto broken;
 	}
 	return 0;
+
+broken:
+	ret = -EIO;
+	if (dev->misc_registered)
+		dev_err_ratelimited(d, "%s\n", dev->why);
+	vgi_mark_broken(dev, "malformed answer");
+	return ret;
 }
 
 static void vgi_fill(struct vgpu_import *arg, const struct vgpu_import_wire_resp *r, u64 rtt)
@@ -323,7 +337,7 @@ static int vgi_import(struct vgi_file *f, struct vgpu_import *arg)
 	if (handle == 0 || xa_load(&f->handles, handle)) {
 		dev_err_ratelimited(&dev->vdev->dev, "IMPORT answered handle %u twice or 0\n",
 				    handle);
-		vgi_mark_broken(dev, "bad handle");
+		vgi_mark_broken(dev, "bad handle in an IMPORT answer");
 		ret = -EIO;
 		goto out;
 	}
@@ -486,8 +500,8 @@ static int vgi_identify(struct vgi_dev *dev)
 			   &r, NULL);
 	mutex_unlock(&dev->lock);
 	if (ret) {
-		dev_info(d, "virtio device %u is not a vgpu importer (IDENTIFY: %s, %d); leaving it alone\n",
-			 VGI_VIRTIO_ID, ret == -ETIMEDOUT ? "no answer" : "malformed answer", ret);
+		dev_info(d, "virtio device %u is not a vgpu importer (IDENTIFY: %s); leaving it alone\n",
+			 VGI_VIRTIO_ID, dev->why[0] ? dev->why : "no answer");
 		return -ENODEV;
 	}
 	vgi_device_name(&r, name, sizeof(name));
@@ -566,12 +580,13 @@ static int vgi_probe(struct virtio_device *vdev)
 	dev->misc.name = dev->name;
 	dev->misc.fops = &vgi_fops;
 	dev->misc.parent = &vdev->dev;
+	dev->misc_registered = true; /* before the node exists: its first ioctl may fail */
 	ret = misc_register(&dev->misc);
 	if (ret) {
+		dev->misc_registered = false;
 		dev_err(&vdev->dev, "misc_register %s: %d\n", dev->name, ret);
 		goto err_stop;
 	}
-	dev->misc_registered = true;
 	dev_info(&vdev->dev, "bound: /dev/%s\n", dev->name);
 	return 0;
 
