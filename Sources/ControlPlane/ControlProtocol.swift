@@ -14,7 +14,7 @@ public enum ControlMethod: String, Codable, Sendable, CaseIterable {
     /// `export` plus a hold: the connection is recorded as holding the resource until it sends
     /// `release`, closes, or the resource goes away (unref, device reset or disconnect).
     case resolve
-    /// Drops the holds this connection has on a UUID (`resolve`).
+    /// Undoes one `resolve` of a UUID by this connection (its hold count goes down by one).
     case release
 }
 
@@ -188,7 +188,7 @@ public struct ControlResult: Codable, Equatable, Sendable {
     public var detail: ResourceDetail?
     public var buffer: BufferLayout?
     public var watching: Bool?
-    /// `release`: holds dropped (0 when the connection held none, e.g. after an unref).
+    /// `release`: 1 when a hold was dropped, 0 when the connection held none (e.g. after an unref).
     public var released: Int?
     public init(devices: [DeviceSummary]? = nil, detail: ResourceDetail? = nil, buffer: BufferLayout? = nil, watching: Bool? = nil,
                 released: Int? = nil) {

@@ -299,12 +299,14 @@ final class HoldTable: Sendable {
         }
     }
 
-    /// Drops every hold of `client` on `uuid`; returns how many resolves that undid.
+    /// Undoes one resolve of `uuid` by `client`: 1, or 0 when it held none (released already,
+    /// or the resource went away and its holds with it).
     func release(client: Int, uuid: ResourceUUID) -> Int {
         holds.withLock { h in
-            let n = h.filter { $0.client == client && $0.target.uuid == uuid }.reduce(0) { $0 + $1.count }
-            h.removeAll { $0.client == client && $0.target.uuid == uuid }
-            return n
+            guard let i = h.firstIndex(where: { $0.client == client && $0.target.uuid == uuid }) else { return 0 }
+            h[i].count -= 1
+            if h[i].count == 0 { h.remove(at: i) }
+            return 1
         }
     }
 
