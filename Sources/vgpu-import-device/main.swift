@@ -75,7 +75,16 @@ struct VGPUImportDevice: ParsableCommand {
         }
         let logger = Logger(label: "vgpu-import-device")
         if controlSocket.isEmpty {
+            guard sharedObjectLookup == .on else {
+                throw ValidationError("no --control-socket and --shared-object-lookup off: no UUID could ever be resolved")
+            }
             logger.warning("no --control-socket: UUIDs resolve only through QEMU's shared-object table (QEMU 10.0.2 answers -22 to every LOOKUP)")
+        } else if sharedObjectLookup == .off {
+            // Nothing else could answer: a control socket that cannot be used at all is an error.
+            for path in controlSocket {
+                var st = stat()
+                guard stat(path, &st) == 0 else { throw ValidationError("--control-socket \(path): \(String(cString: strerror(errno)))") }
+            }
         }
         let options = ImportDeviceOptions(controlSockets: controlSocket, sharedObjectLookup: sharedObjectLookup == .on, maxHandles: maxHandles)
         if let fd, fcntl(fd, F_GETFD) < 0 { throw ValidationError("--fd \(fd): not an open file descriptor") }
