@@ -17,6 +17,9 @@ final class ControlSource: Sendable {
     private let stopFD: OwnedFileDescriptor
     private let stopped = Atomic<Bool>(false)
     private let watchEnded = Mutex<Bool>(true)
+    /// Whether the last request could not reach the socket: logged on changes only, so a
+    /// missing socket is one line, not one per import.
+    private let unreachable = Atomic<Bool>(false)
 
     init(path: String, index: Int, timeout: Double, log: RateLimitedLogger<String>) throws {
         self.path = path
@@ -26,9 +29,9 @@ final class ControlSource: Sendable {
         self.stopFD = try EventFD.make()
     }
 
-    /// Connects and asks one cheap request, to say at start whether this socket serves us.
-    func probe() throws(ResolveError) {
-        try withClient { c throws(ResolveError) in try c.ping() }
+    /// Connects and asks one cheap request, to say at start (one line) whether this socket serves us.
+    func probe() {
+        _ = try? withClient { c throws(ResolveError) in try c.ping() }
     }
 
     /// Runs `body` on the connection, connecting first if needed; a broken connection is made
@@ -37,16 +40,33 @@ final class ControlSource: Sendable {
         for attempt in 0..<2 {
             let c: ResolveClient
             if let existing = client.withLock({ $0 }) { c = existing } else {
-                c = try ResolveClient(path: path, timeout: timeout)
+                do { c = try ResolveClient(path: path, timeout: timeout) } catch {
+                    unreachable(error)
+                    throw error
+                }
                 client.withLock { $0 = c }
             }
-            do { return try body(c) } catch {
-                guard error.isConnectionFailure else { throw error }
+            do {
+                let result = try body(c)
+                reachable()
+                return result
+            } catch {
+                guard error.isConnectionFailure else { reachable(); throw error }
                 client.withLock { if $0 === c { $0 = nil } }
-                if attempt == 1 { throw error }
+                if attempt == 1 { unreachable(error); throw error }
             }
         }
         throw .connectionLost(path: path, why: "unreachable")   // not reached
+    }
+
+    private func unreachable(_ error: ResolveError) {
+        if !unreachable.exchange(true, ordering: .acquiringAndReleasing) {
+            log.logger.warning("\(error); imports through it fail until it answers")
+        }
+    }
+
+    private func reachable() {
+        if unreachable.exchange(false, ordering: .acquiringAndReleasing) { log.logger.info("control socket \(path): answering again") }
     }
 
     /// Starts the watch thread: `event` for each event, `lost` when an established watch
@@ -60,7 +80,7 @@ final class ControlSource: Sendable {
             while !stopped.load(ordering: .acquiring) {
                 do {
                     let watch = try ResolveWatch(path: path, timeout: timeout)
-                    if reported { log.logger.info("control socket \(path): watching again") }
+                    if reported { log.logger.debug("control socket \(path): watching again") }
                     reported = false
                     do { try follow(watch, event: event) } catch {
                         // Events may have been missed from here on: nothing imported through this socket is trusted.
@@ -68,8 +88,9 @@ final class ControlSource: Sendable {
                         throw error
                     }
                 } catch {
+                    // Debug only: an unreachable socket is already reported by the request side.
                     if !stopped.load(ordering: .acquiring), !reported {
-                        log.logger.warning("control socket \(path): watch: \(error) (retrying every second)")
+                        log.logger.debug("control socket \(path): watch: \(error) (retrying every second)")
                         reported = true
                     }
                 }

@@ -68,7 +68,7 @@ public final class ImportVhostUserDevice: VhostUserDevice {
         }
         self.sources = sources
         for s in sources {
-            do { try s.probe() } catch { logger.warning("\(error); imports through it fail until it answers") }
+            s.probe()
             let index = s.index
             s.startWatching(event: { [weak self] e in self?.revoke(source: index, event: e) },
                             lost: { [weak self] in self?.revokeAll(source: index, why: "watch connection lost") })
@@ -210,7 +210,8 @@ public final class ImportVhostUserDevice: VhostUserDevice {
                     break
                 }
             } catch {
-                if case .notFound = error { notFoundAnswers += 1 } else { log.log(key: "control-\(s.index)", "IMPORT \(uuid): \(error)") }
+                if case .notFound = error { notFoundAnswers += 1 }
+                else if !error.isConnectionFailure { log.log(key: "control-\(s.index)", "IMPORT \(uuid): \(error)") }   // else: logged by the source
             }
         }
         if resolved == nil, let soFD {
