@@ -193,6 +193,21 @@ let XR24: UInt32 = 0x3432_5258
         #expect(try rig.driver.query(a.handle).status == UInt16(VGPU_IMPORT_STATUS_REVOKED))
     }
 
+    @Test func frontendDisconnectReleasesEveryHandle() throws {
+        let rig = try ImportRig("frontend-gone")
+        defer { rig.close() }
+        let (uuid, _) = try rig.exported(id: 3, width: 8, height: 8)
+        #expect(try rig.driver.importUUID(uuid).status == 0)
+        #expect(try rig.driver.importUUID(uuid).status == 0)
+        #expect(try rig.holders().flatMap { $0 }.map(\.count) == [2])
+        rig.driver.frontend.disconnect()
+        let deadline = monotonicSeconds() + 3
+        // The holds are released on the control socket right after the handles go.
+        while try rig.device.handleCount > 0 || !rig.holders().flatMap({ $0 }).isEmpty, monotonicSeconds() < deadline { usleep(5_000) }
+        #expect(rig.device.handleCount == 0)
+        #expect(try rig.holders().flatMap { $0 }.isEmpty)
+    }
+
     @Test func unknownUUIDsAndHandleExhaustion() throws {
         let rig = try ImportRig("exhaust", maxHandles: 2)
         defer { rig.close() }
