@@ -3,6 +3,8 @@
 //   CShims -> VirtioCore -> VhostUser -> DisplayChannel -> VirtioGPU -> executables
 //   CShims -> HostBuffers (memfd, udmabuf, dma-heap, DRM dumb buffers) -> VirtioGPU
 //   CVirglRenderer, CEpoxy, CGBM (system libraries) -> CVirglGlue -> VirglRenderer (virgl 3D) -> VirtioGPU
+//   CShims, VhostUser -> VGPUResolve (control socket client for importers) -> ImportDevice -> vgpu-import-device
+//   CImportWire (guest/vgpu-import wire header, FNV digest) -> ImportDevice, VhostUserFrontend
 // VhostUserFrontend is the driver side (tests, benchmarks); QEMUHarness boots real guests.
 import PackageDescription
 

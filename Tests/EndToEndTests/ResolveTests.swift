@@ -43,12 +43,18 @@ import Glibc
         _ = try holder.call(.resolve, resource: u.description, holder: "test holder")
         let listed = try #require(observer.call(.list).0.devices?.first?.resources.first)
         #expect(listed.holders == [ResourceHolder(holder: "test holder", pid: getpid(), count: 2)])
+        // vgpuctl's table names the holder and its pid.
+        let table = try runBinary(testBinDir + "/vgpuctl", ["list", "--socket", server.path])
+        #expect(table.status == 0)
+        #expect(table.out.contains("HELD BY") && table.out.contains("test holder (pid \(getpid()), 2 holds)"), "\(table.out)")
         // release undoes one resolve at a time; a release with nothing held answers 0.
         #expect(try holder.call(.release, resource: u.description).0.released == 1)
         #expect(try holders(observer, u).map(\.count) == [1])
         #expect(try holder.call(.release, resource: u.description).0.released == 1)
         #expect(try holders(observer, u).isEmpty)
         #expect(try holder.call(.release, resource: u.description).0.released == 0)
+        let after = try runBinary(testBinDir + "/vgpuctl", ["list", "--socket", server.path])
+        #expect(!after.out.contains("test holder"), "\(after.out)")
 
         // A connection that closes drops its holds.
         do {
