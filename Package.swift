@@ -3,6 +3,8 @@
 //   CShims -> VirtioCore -> VhostUser -> DisplayChannel -> VirtioGPU -> executables
 //   CShims -> HostBuffers (memfd, udmabuf, dma-heap, DRM dumb buffers) -> VirtioGPU
 //   CVirglRenderer, CEpoxy, CGBM (system libraries) -> CVirglGlue -> VirglRenderer (virgl 3D) -> VirtioGPU
+//   CShims, VhostUser -> VGPUResolve (control socket client for importers) -> ImportDevice -> vgpu-import-device
+//   CImportWire (guest/vgpu-import wire header, FNV digest) -> ImportDevice, VhostUserFrontend
 // VhostUserFrontend is the driver side (tests, benchmarks); QEMUHarness boots real guests.
 import PackageDescription
 
@@ -16,6 +18,8 @@ let package = Package(
         .executable(name: "vgpu-bench", targets: ["vgpu-bench"]),
         .executable(name: "vgpuctl", targets: ["vgpuctl"]),
         .executable(name: "vgpu-hostbuffer-check", targets: ["vgpu-hostbuffer-check"]),
+        .executable(name: "vgpu-import-device", targets: ["vgpu-import-device"]),
+        .library(name: "VGPUResolve", targets: ["VGPUResolve"]),
         .library(name: "VhostUserFrontend", targets: ["VhostUserFrontend"]),
     ],
     dependencies: [
@@ -36,7 +40,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         // The driver side of vhost-user: memfd guest RAM, driver queues. Used by tests and vgpu-bench.
         .target(name: "VhostUserFrontend", dependencies: [
-            "CShims", "VirtioCore", "VhostUser",
+            "CShims", "CImportWire", "VirtioCore", "VhostUser",
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),
         // Host buffers: memfd, udmabuf, dma-heap and DRM dumb buffers; the check-host probes.
@@ -70,6 +74,26 @@ let package = Package(
         .systemLibrary(name: "CGBM", pkgConfig: "gbm", providers: [.apt(["libgbm-dev"])]),
         .target(name: "CVirglGlue", dependencies: ["CVirglRenderer", "CEpoxy", "CGBM"]),
         .target(name: "VirglRenderer", dependencies: ["CShims", "CVirglRenderer", "CVirglGlue"], swiftSettings: swiftSettings),
+        // The importer device's wire structs (guest/vgpu-import/vgpu_import_wire.h, included as is)
+        // and the FNV-1a digest loop.
+        .target(name: "CImportWire"),
+        // Resolving buffers by UUID through a backend's control socket (resolve/release/show/watch),
+        // for any backend that imports them: no GPU device, no virglrenderer.
+        .target(name: "VGPUResolve", dependencies: [
+            "CShims", "VhostUser",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: swiftSettings),
+        // The importer device (vhost-user, on QEMU's vhost-user-i2c-pci): IMPORT/QUERY/RELEASE by UUID.
+        .target(name: "ImportDevice", dependencies: [
+            "CShims", "CImportWire", "VirtioCore", "VhostUser", "VGPUResolve",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "vgpu-import-device", dependencies: [
+            "ImportDevice", "VhostUser", "VGPUResolve",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
         // Boots real guests under QEMU: initramfs, QMP, serial log, screendumps.
         .target(name: "QEMUHarness", dependencies: [], swiftSettings: swiftSettings),
         // Runs inside test guests: drives the guest kernel's virtio-gpu driver (DRM uapi through CGuestDRM).
@@ -92,7 +116,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-bench", dependencies: [
-            "VhostUserFrontend", "VhostUser", "DisplayChannel", "CShims",
+            "VhostUserFrontend", "VhostUser", "DisplayChannel", "CShims", "VGPUResolve", "CImportWire",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         // Helpers shared by the test targets (fd and memory leak checks).
@@ -103,6 +127,7 @@ let package = Package(
         .testTarget(name: "VirtioGPUTests", dependencies: ["VirtioGPU", "VirtioCore", "CShims", "HostBuffers"], swiftSettings: swiftSettings),
         .testTarget(name: "EndToEndTests", dependencies: ["VGPUTestSupport",
             "VhostUserFrontend", "VhostUser", "VirtioGPU", "DisplayChannel", "VirtioCore", "CShims", "ControlPlane", "HostBuffers",
+            "ImportDevice", "VGPUResolve", "CImportWire",
         ], swiftSettings: swiftSettings),
         .testTarget(name: "HostBuffersTests", dependencies: ["HostBuffers", "VGPUTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "VirtioGPU"], swiftSettings: swiftSettings),

@@ -45,11 +45,11 @@ public final class ControlClient {
 
     /// Sends one request and waits for its reply. Returns the result and the fd that came with
     /// it (export, dump). A server error becomes `.server`.
-    public func call(_ method: ControlMethod, resource: String? = nil) throws(ControlClientError) -> (ControlResult, OwnedFileDescriptor?) {
+    public func call(_ method: ControlMethod, resource: String? = nil, holder: String? = nil) throws(ControlClientError) -> (ControlResult, OwnedFileDescriptor?) {
         let id = nextID
         nextID += 1
         receivedFDs.removeAll()
-        let line = ControlCodec.encodeLine(ControlRequest(id: id, method: method, resource: resource))
+        let line = ControlCodec.encodeLine(ControlRequest(id: id, method: method, resource: resource, holder: holder))
         var sendError: Errno?
         do { try UnixSocket.send(socket.rawValue, [line]) } catch { sendError = error }
         // Even if the send failed (a refused peer is disconnected at once), the server may have

@@ -11,6 +11,11 @@ public enum ControlProtocol {
 
 public enum ControlMethod: String, Codable, Sendable, CaseIterable {
     case list, show, watch, export, dump
+    /// `export` plus a hold: the connection is recorded as holding the resource until it sends
+    /// `release`, closes, or the resource goes away (unref, device reset or disconnect).
+    case resolve
+    /// Undoes one `resolve` of a UUID by this connection (its hold count goes down by one).
+    case release
 }
 
 /// `{"version":1,"id":N,"method":"show","resource":"1:3"}`
@@ -20,12 +25,16 @@ public struct ControlRequest: Codable, Equatable, Sendable {
     public var method: String
     /// For show/export/dump: `DEVICE:ID`, a resource id, or a UUID.
     public var resource: String?
+    /// For resolve: free text naming who holds the buffer (shown in `list`), e.g.
+    /// "vgpu-import-device pid 123".
+    public var holder: String?
 
-    public init(id: Int, method: ControlMethod, resource: String? = nil) {
+    public init(id: Int, method: ControlMethod, resource: String? = nil, holder: String? = nil) {
         self.version = ControlProtocol.version
         self.id = id
         self.method = method.rawValue
         self.resource = resource
+        self.holder = holder
     }
 }
 
@@ -90,6 +99,19 @@ public struct ResourceSummary: Codable, Equatable, Sendable {
     public var scanouts: [UInt32]
     /// Seconds since creation.
     public var ageSeconds: Double
+    /// Control clients holding the resource's buffer (`resolve`); absent from older servers.
+    public var holders: [ResourceHolder]?
+}
+
+/// A control client that resolved a resource and has not released it.
+public struct ResourceHolder: Codable, Equatable, Sendable {
+    /// What the client said it is (`resolve`'s `holder`).
+    public var holder: String
+    /// The client's pid (SO_PEERCRED).
+    public var pid: Int32
+    /// Resolves not yet released on that connection.
+    public var count: Int
+    public init(holder: String, pid: Int32, count: Int) { self.holder = holder; self.pid = pid; self.count = count }
 }
 
 public struct DeviceSummary: Codable, Equatable, Sendable {
@@ -166,8 +188,11 @@ public struct ControlResult: Codable, Equatable, Sendable {
     public var detail: ResourceDetail?
     public var buffer: BufferLayout?
     public var watching: Bool?
-    public init(devices: [DeviceSummary]? = nil, detail: ResourceDetail? = nil, buffer: BufferLayout? = nil, watching: Bool? = nil) {
-        self.devices = devices; self.detail = detail; self.buffer = buffer; self.watching = watching
+    /// `release`: 1 when a hold was dropped, 0 when the connection held none (e.g. after an unref).
+    public var released: Int?
+    public init(devices: [DeviceSummary]? = nil, detail: ResourceDetail? = nil, buffer: BufferLayout? = nil, watching: Bool? = nil,
+                released: Int? = nil) {
+        self.devices = devices; self.detail = detail; self.buffer = buffer; self.watching = watching; self.released = released
     }
 }
 

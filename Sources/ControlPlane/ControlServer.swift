@@ -29,6 +29,8 @@ public final class ControlServer: Sendable {
     private let stopFD: OwnedFileDescriptor
     private let exited = DispatchSemaphore(value: 0)
     private let running = Atomic<Bool>(false)
+    private let holds = HoldTable()
+    private let nextClient = Atomic<Int>(0)
 
     public static let maxClients = 64
     public static let sendTimeout = 2
@@ -77,19 +79,29 @@ public final class ControlServer: Sendable {
         var subscription: ResourceEventSubscription?
         var watchID = 0
         var closed = false
-        init(socket: OwnedFileDescriptor, credentials: PeerCredentials) { self.socket = socket; self.credentials = credentials }
+        /// Names this connection in the hold table.
+        let key: Int
+        init(socket: OwnedFileDescriptor, credentials: PeerCredentials, key: Int) {
+            self.socket = socket; self.credentials = credentials; self.key = key
+        }
     }
 
     private func serve() {
         var clients: [Client] = []
         var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        // The server's own subscription: holds end with their resource or device. Without one
+        // (no eventfd) holds still never outlive their UUID in `list` (keyed by UUID).
+        let lifecycle = try? directory.events.subscribe(capacity: 4096)
         defer {
             for c in clients { c.subscription?.cancel() }
+            lifecycle?.cancel()
             unlink(path)
         }
         while true {
+            if let lifecycle { for e in lifecycle.take().events { holds.drop(e) } }
             var fds = [pollfd(fd: stopFD.rawValue, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: listener.rawValue, events: Int16(POLLIN), revents: 0)]
+                       pollfd(fd: listener.rawValue, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: lifecycle?.wakeFD.rawValue ?? -1, events: Int16(POLLIN), revents: 0)]
             for c in clients {
                 fds.append(pollfd(fd: c.socket.rawValue, events: Int16(POLLIN), revents: 0))
                 fds.append(pollfd(fd: c.subscription?.wakeFD.rawValue ?? -1, events: Int16(POLLIN), revents: 0))
@@ -108,9 +120,9 @@ public final class ControlServer: Sendable {
             if fds[1].revents & Int16(POLLIN) != 0 { acceptClient(&clients) }
             let now = monotonicSeconds()
             for (i, c) in clients.prefix(polled).enumerated() where !c.closed {
-                let socketEvents = fds[2 + 2 * i].revents
+                let socketEvents = fds[3 + 2 * i].revents
                 if socketEvents != 0 { readFrom(c, &chunk) }
-                if !c.closed, fds[3 + 2 * i].revents != 0 { deliverEvents(c) }
+                if !c.closed, fds[4 + 2 * i].revents != 0 { deliverEvents(c) }
                 if !c.closed, let since = c.partialSince, now - since > partialLineTimeout {
                     peerLog.log(.info, key: "stall", "control socket: client \(c.credentials) stalled mid-request; disconnected")
                     close(c)
@@ -153,11 +165,12 @@ public final class ControlServer: Sendable {
             return
         }
         logger.debug("control socket: client \(credentials) connected")
-        clients.append(Client(socket: socket, credentials: credentials))
+        clients.append(Client(socket: socket, credentials: credentials, key: nextClient.add(1, ordering: .relaxed).newValue))
     }
 
     private func close(_ c: Client) {
         c.closed = true
+        holds.dropClient(c.key)
         c.subscription?.cancel()
         c.subscription = nil
     }
@@ -206,10 +219,18 @@ public final class ControlServer: Sendable {
         case let .rejected(response):
             send(c, response)
         case let .request(request, method):
-            let reply = ControlHandler(directory: directory).handle(request, method)
+            let reply = ControlHandler(directory: directory, holds: holds).handle(request, method)
             switch reply {
             case let .response(r): send(c, r)
             case let .withFD(r, fd): send(c, r, fd: fd.rawValue)   // fd closed when `fd` is dropped
+            case let .resolved(r, fd, target):
+                // Recorded before the reply goes out, so the holder sees itself in a `list` it sends next.
+                holds.add(client: c.key, target: target, holder: request.holder ?? "", pid: c.credentials.pid)
+                send(c, r, fd: fd.rawValue)
+            case .release:
+                // Validated by the handler: a UUID.
+                let n = request.resource.flatMap(ResourceUUID.init(string:)).map { holds.release(client: c.key, uuid: $0) } ?? 0
+                send(c, .success(request.id, ControlResult(released: n)))
             case .watch:
                 c.subscription?.cancel()
                 do {
@@ -246,12 +267,77 @@ extension EventRecord {
 enum ControlReply {
     case response(ControlResponse)
     case withFD(ControlResponse, OwnedFileDescriptor)
+    /// `resolve`: the reply and fd, and the hold the server records for the connection.
+    case resolved(ControlResponse, OwnedFileDescriptor, HoldTable.Target)
+    /// `release`: the server drops the connection's holds.
+    case release
     case watch
+}
+
+/// Who holds which resource (`resolve`), per control connection. Keyed by UUID, which is never
+/// reused, so a hold can never show on a later resource with the same id; holds are dropped on
+/// `release`, when the connection closes, and when the resource or its device goes away.
+final class HoldTable: Sendable {
+    struct Target: Sendable, Hashable {
+        let uuid: ResourceUUID
+        let device: GPUDeviceID
+        let resource: ResourceID
+    }
+    struct Hold: Sendable {
+        let client: Int
+        let target: Target
+        let holder: String
+        let pid: Int32
+        var count: Int
+    }
+    private let holds = Mutex<[Hold]>([])
+
+    func add(client: Int, target: Target, holder: String, pid: Int32) {
+        holds.withLock { h in
+            if let i = h.firstIndex(where: { $0.client == client && $0.target == target && $0.holder == holder }) { h[i].count += 1 }
+            else { h.append(Hold(client: client, target: target, holder: holder, pid: pid, count: 1)) }
+        }
+    }
+
+    /// Undoes one resolve of `uuid` by `client`: 1, or 0 when it held none (released already,
+    /// or the resource went away and its holds with it).
+    func release(client: Int, uuid: ResourceUUID) -> Int {
+        holds.withLock { h in
+            guard let i = h.firstIndex(where: { $0.client == client && $0.target.uuid == uuid }) else { return 0 }
+            h[i].count -= 1
+            if h[i].count == 0 { h.remove(at: i) }
+            return 1
+        }
+    }
+
+    func dropClient(_ client: Int) { holds.withLock { $0.removeAll { $0.client == client } } }
+
+    /// An unref, device reset or disconnect: the holds of what went away.
+    func drop(_ event: ResourceEvent) {
+        holds.withLock { h in
+            switch event.kind {
+            case .unreferenced:
+                h.removeAll { $0.target.device == event.device && ($0.target.resource == event.resource || $0.target.uuid == event.uuid) }
+            case .deviceReset, .deviceDisconnected:
+                h.removeAll { $0.target.device == event.device }
+            default: break
+            }
+        }
+    }
+
+    /// The holders of the resource that has `uuid` now.
+    func holders(of uuid: ResourceUUID?, device: GPUDeviceID) -> [ResourceHolder] {
+        guard let uuid else { return [] }
+        return holds.withLock { h in
+            h.filter { $0.target.uuid == uuid && $0.target.device == device }.map { ResourceHolder(holder: $0.holder, pid: $0.pid, count: $0.count) }
+        }
+    }
 }
 
 /// Answers requests from the device directory. Pure apart from opening export fds.
 struct ControlHandler {
     let directory: DeviceDirectory
+    var holds: HoldTable? = nil
 
     func handle(_ request: ControlRequest, _ method: ControlMethod) -> ControlReply {
         do {
@@ -271,13 +357,17 @@ struct ControlHandler {
                 let detail = ResourceDetail(resource: summary(info, device: entry.id, now: wallClockSeconds()), deviceLabel: entry.label,
                                             createdAt: info.createdAt, guestBacking: ranges)
                 return .response(.success(request.id, ControlResult(detail: detail)))
-            case .export, .dump:
-                if method == .export, let r = request.resource, ResourceUUID(string: r) == nil {
-                    throw ControlError(.badRequest, "export takes a UUID (resources are exported by UUID only); got \"\(r)\"")
+            case .export, .dump, .resolve:
+                if method != .dump, let r = request.resource, ResourceUUID(string: r) == nil {
+                    throw ControlError(.badRequest, "\(method.rawValue) takes a UUID (resources are exported by UUID only); got \"\(r)\"")
+                }
+                if method == .resolve, (request.holder ?? "").isEmpty || (request.holder ?? "").utf8.count > 256 {
+                    throw ControlError(.badRequest, "resolve needs \"holder\": who holds the buffer (1-256 bytes of text)")
                 }
                 let resolved: (DeviceDirectory.Entry, ResourceInfo)
                 do { resolved = try resolve(request.resource) } catch {
                     // Not ours: a device whose frontend may be asked (SHARED_OBJECT_LOOKUP) can resolve it.
+                    // Not for `resolve`: a hold is only recorded on this backend's own resources.
                     if method == .export, error.code == .notFound, let r = request.resource, let uuid = ResourceUUID(string: r),
                        let reply = exportForeign(uuid, request: request) {
                         return reply
@@ -309,7 +399,17 @@ struct ControlHandler {
                     layout.fourcc = DRMFourCC.name(code: own.fourcc)
                     layout.modifier = own.modifier
                 }
+                if method == .resolve, let uuid = info.uuid {
+                    return .resolved(.success(request.id, ControlResult(buffer: layout)), fd,
+                                     HoldTable.Target(uuid: uuid, device: entry.id, resource: info.id))
+                }
                 return .withFD(.success(request.id, ControlResult(buffer: layout)), fd)
+            case .release:
+                // Answered by the server, which knows the connection.
+                guard let r = request.resource, ResourceUUID(string: r) != nil else {
+                    throw ControlError(.badRequest, "release takes the UUID that was resolved; got \"\(request.resource ?? "")\"")
+                }
+                return .release
             case .watch:
                 return .watch
             }
@@ -348,7 +448,8 @@ struct ControlHandler {
                                                       coherency: r.hostBuffer.coherency.rawValue, source: r.hostBuffer.source.rawValue,
                                                       exported: r.hostBuffer.exported, shadowReason: r.hostBuffer.shadowReason),
                         backingEntries: r.backingEntryCount, backingBytes: r.backingBytes, scanouts: r.scanouts,
-                        ageSeconds: r.createdAt > 0 ? max(0, now - r.createdAt) : 0)
+                        ageSeconds: r.createdAt > 0 ? max(0, now - r.createdAt) : 0,
+                        holders: holds?.holders(of: r.uuid, device: device) ?? [])
     }
 
     /// `DEVICE:ID`, `ID` (must be unique over the devices) or a UUID.

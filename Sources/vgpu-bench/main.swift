@@ -3,6 +3,8 @@ import CShims
 import DisplayChannel
 import Foundation
 import SystemPackage
+import CImportWire
+import VGPUResolve
 import VhostUser
 import VhostUserFrontend
 
@@ -22,8 +24,9 @@ struct VGPUBench: ParsableCommand {
     @Option(help: "Frame height.") var height: UInt32 = 1080
     @Option(help: "Seconds to run each measurement.") var seconds: Double = 3
     @Option(help: "Command pairs kept in flight.") var depth: Int = 4
-    @Option(help: "Per frame: transfer+flush (a guest frame), flush (display path only) or transfer (guest copy only).")
+    @Option(help: "Per frame: transfer+flush (a guest frame), flush (display path only) or transfer (guest copy only); or resolve: UUID -> fd -> mmap -> digest through the control socket (what vgpu-import-device does per IMPORT), p50/p99 over --iterations.")
     var workload: String = VirtioGPUDriver.FrameWorkload.transferFlush.rawValue
+    @Option(help: "--workload resolve: imports measured.") var iterations: Int = 200
     @Option(help: "Rounds; the bound and each backend are measured in turn every round and medians reported.") var rounds: Int = 3
 
     func validate() throws {
@@ -31,18 +34,25 @@ struct VGPUBench: ParsableCommand {
         guard seconds > 0, seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
         guard (1...64).contains(depth) else { throw ValidationError("--depth must be 1...64") }
         guard (1...50).contains(rounds) else { throw ValidationError("--rounds must be 1...50") }
-        guard VirtioGPUDriver.FrameWorkload(rawValue: workload) != nil else {
-            throw ValidationError("--workload must be one of: " + VirtioGPUDriver.FrameWorkload.allCases.map(\.rawValue).joined(separator: ", "))
+        guard VirtioGPUDriver.FrameWorkload(rawValue: workload) != nil || workload == Self.resolveWorkload else {
+            throw ValidationError("--workload must be one of: " + (VirtioGPUDriver.FrameWorkload.allCases.map(\.rawValue) + [Self.resolveWorkload]).joined(separator: ", "))
         }
+        guard (1...1_000_000).contains(iterations) else { throw ValidationError("--iterations must be 1...1000000") }
         for b in backends where !FileManager.default.isExecutableFile(atPath: b) {
             throw ValidationError("--backend \(b): not an executable file")
         }
     }
 
+    static let resolveWorkload = "resolve"
+
     func run() throws {
         signal(SIGPIPE, SIG_IGN)
         let frameBytes = Int(width) * Int(height) * 4
         let list = backends.isEmpty ? [Self.defaultBackend()] : backends
+        if workload == Self.resolveWorkload {
+            for backend in list { try measureResolve(backend, frameBytes: frameBytes) }
+            return
+        }
         print("frame \(width)x\(height) XRGB8888 (\(String(format: "%.1f", Double(frameBytes) / 1e6)) MB), "
               + "\(workload), \(rounds) rounds of \(seconds) s, \(depth) frames in flight; medians")
         // Interleaved rounds: this machine's speed drifts, so each backend is compared with the
@@ -172,6 +182,60 @@ struct VGPUBench: ParsableCommand {
             throw VhostUserFrontend.FrontendError.badReply("display received \(peer.state.updateFrames - before) of \(frames) frames")
         }
         return Double(frames) / (monotonicSeconds() - start)
+    }
+
+    /// Launches `backend` with a control socket, exports one XRGB frame by UUID, then times
+    /// `resolve` (fd by SCM_RIGHTS) + mmap(PROT_READ) + FNV-1a digest of the visible rows +
+    /// munmap, `iterations` times; each hold is released after its sample (not timed).
+    func measureResolve(_ backend: String, frameBytes: Int) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vgpu-bench-\(getpid())-\(Int.random(in: 0..<1_000_000))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let sock = dir.appendingPathComponent("gpu.sock").path, control = dir.appendingPathComponent("ctl.sock").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: backend)
+        process.arguments = ["--socket-path", sock, "--control-socket", control]
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+        defer { if process.isRunning { process.terminate(); process.waitUntilExit() } }
+        let deadline = monotonicSeconds() + 10
+        while !FileManager.default.fileExists(atPath: sock) || !FileManager.default.fileExists(atPath: control) {
+            guard monotonicSeconds() < deadline, process.isRunning else { throw VhostUserFrontend.FrontendError.badReply("\(backend) did not create \(sock) and \(control)") }
+            usleep(10_000)
+        }
+        let driver = try VirtioGPUDriver(frontend: try VhostUserFrontend(path: sock), ramSize: UInt64(frameBytes) + (16 << 20))
+        let backing = driver.ram.allocate(frameBytes, alignment: 4096)
+        let p = driver.ram.pointer(backing).assumingMemoryBound(to: UInt8.self)
+        for i in 0..<frameBytes { p[i] = UInt8(truncatingIfNeeded: i &* 31 &+ i >> 12) }
+        try expectOK(driver.createResource2D(id: 1, width: width, height: height), "RESOURCE_CREATE_2D")
+        try expectOK(driver.attachBacking(id: 1, entries: [(backing, UInt32(frameBytes))]), "ATTACH_BACKING")
+        try expectOK(driver.transferToHost2D(id: 1, rect: VirtioGPUDriver.rect(0, 0, width, height)), "TRANSFER_TO_HOST_2D")
+        let assigned = try driver.assignUUID(id: 1)
+        guard assigned.type == VIRTIO_GPU_RESP_OK_RESOURCE_UUID.rawValue, let u = assigned.load(virtio_gpu_resp_resource_uuid.self),
+              let uuid = BufferUUID(bytes: withUnsafeBytes(of: u.uuid) { Array($0) })
+        else { throw VhostUserFrontend.FrontendError.badReply("RESOURCE_ASSIGN_UUID answered 0x\(String(assigned.type, radix: 16))") }
+
+        let client = try ResolveClient(path: control)
+        var total: [Double] = [], resolveOnly: [Double] = [], digestOnly: [Double] = []
+        var digest: UInt64 = 0
+        for i in -5..<iterations {   // 5 warm-up rounds
+            let t0 = monotonicSeconds()
+            let b = try client.resolve(uuid: uuid, holder: "vgpu-bench")
+            let t1 = monotonicSeconds()
+            guard let m = mmap(nil, b.layout.size, PROT_READ, MAP_SHARED, b.fd.rawValue, 0), m != MAP_FAILED else { throw Errno(rawValue: errno) }
+            guard vgpu_import_digest_rows(m, UInt64(b.layout.size), UInt64(b.layout.offset), UInt64(b.layout.stride),
+                                          UInt64(b.layout.width) * 4, UInt64(b.layout.height), &digest) == 0
+            else { throw VhostUserFrontend.FrontendError.badReply("layout does not fit its buffer") }
+            munmap(m, b.layout.size)
+            let t2 = monotonicSeconds()
+            try client.release(uuid: uuid)
+            if i >= 0 { total.append(t2 - t0); resolveOnly.append(t1 - t0); digestOnly.append(t2 - t1) }
+        }
+        func pct(_ v: [Double], _ q: Double) -> Double { let s = v.sorted(); return s[min(s.count - 1, Int(Double(s.count) * q))] * 1e6 }
+        print("\(URL(fileURLWithPath: backend).lastPathComponent): resolve \(width)x\(height) XRGB (\(frameBytes) bytes), \(iterations) imports, digest 0x\(String(digest, radix: 16))")
+        print(String(format: "  UUID -> fd -> mmap -> digest   p50 %8.1f us   p99 %8.1f us", pct(total, 0.5), pct(total, 0.99)))
+        print(String(format: "    resolve (control socket)     p50 %8.1f us   p99 %8.1f us", pct(resolveOnly, 0.5), pct(resolveOnly, 0.99)))
+        print(String(format: "    mmap + digest + munmap       p50 %8.1f us   p99 %8.1f us", pct(digestOnly, 0.5), pct(digestOnly, 0.99)))
     }
 
     func expectOK(_ r: VirtioGPUDriver.Response, _ what: String) throws {

@@ -100,16 +100,22 @@ struct List: ParsableCommand {
             for d in devices {
                 print("device \(d.id)  \(d.label)  connected \(age(d.connectedSeconds)) ago  \(d.resources.count) resource\(d.resources.count == 1 ? "" : "s")")
                 guard !d.resources.isEmpty else { print(); continue }
-                print(table(["ID", "UUID", "FORMAT", "SIZE", "HOST BUFFER", "BACKING", "SCANOUTS", "AGE"], d.resources.map { r in
+                print(table(["ID", "UUID", "FORMAT", "SIZE", "HOST BUFFER", "BACKING", "SCANOUTS", "AGE", "HELD BY"], d.resources.map { r in
                     ["\(r.id)", r.uuid ?? "-", "\(r.format) (\(r.fourcc))", "\(r.width)x\(r.height)",
                      "\(r.hostBuffer.kind) \(bytes(r.hostBuffer.size)) \(r.hostBuffer.coherency)\(r.hostBuffer.shadowReason == nil ? "" : " (shadow)")",
                      r.backingEntries == 0 ? "-" : "\(r.backingEntries) entr\(r.backingEntries == 1 ? "y" : "ies"), \(bytes(r.backingBytes))",
-                     r.scanouts.isEmpty ? "-" : r.scanouts.map(String.init).joined(separator: ","), age(r.ageSeconds)]
+                     r.scanouts.isEmpty ? "-" : r.scanouts.map(String.init).joined(separator: ","), age(r.ageSeconds), holders(r.holders)]
                 }))
                 print()
             }
         } catch { fail(error) }
     }
+}
+
+/// `resolve` holders of a resource: "vgpu-import-device pid 12 (pid 12)", several joined by "; ".
+func holders(_ list: [ResourceHolder]?) -> String {
+    guard let list, !list.isEmpty else { return "-" }
+    return list.map { "\($0.holder) (pid \($0.pid)\($0.count > 1 ? ", \($0.count) holds" : ""))" }.joined(separator: "; ")
 }
 
 struct Show: ParsableCommand {
@@ -135,6 +141,7 @@ struct Show: ParsableCommand {
                 ["pages", r.hostBuffer.source == "guest-ram" ? "guest RAM" : "host copy"],
                 ["scanouts", r.scanouts.isEmpty ? "-" : r.scanouts.map(String.init).joined(separator: ",")],
                 ["age", age(r.ageSeconds)],
+                ["held by", holders(r.holders)],
             ]))
             if let why = r.hostBuffer.shadowReason { print("shadow: \(why)") }
             print()

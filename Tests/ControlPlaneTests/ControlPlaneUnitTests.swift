@@ -15,6 +15,17 @@ import Glibc
         #expect(r.id == 7 && r.version == 1 && r.resource == "1:3" && m == .show)
     }
 
+    @Test func resolveCarriesItsHolderAndReleaseIsAMethod() throws {
+        let line = ControlCodec.encodeLine(ControlRequest(id: 3, method: .resolve, resource: "u", holder: "imp pid 9"))
+        guard case let .request(r, m) = ControlCodec.decodeRequest(line.dropLast()) else { Issue.record("rejected"); return }
+        #expect(m == .resolve && r.holder == "imp pid 9")
+        guard case let .request(_, m2) = ControlCodec.decodeRequest(Array(#"{"version":1,"id":4,"method":"release","resource":"u"}"#.utf8))
+        else { Issue.record("release rejected"); return }
+        #expect(m2 == .release)
+        // Requests without a holder stay as they were (additive change).
+        #expect(!String(decoding: ControlCodec.encodeLine(ControlRequest(id: 1, method: .list)), as: UTF8.self).contains("holder"))
+    }
+
     @Test(arguments: [
         ("garbage", ControlErrorCode.badRequest, nil as Int?),
         ("[1,2]", .badRequest, nil),

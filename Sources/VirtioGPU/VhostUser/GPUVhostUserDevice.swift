@@ -41,8 +41,10 @@ public final class GPUVhostUserDevice: VhostUserDevice {
     /// With a `directory`, the device is listed there (for the control socket) from now until
     /// the frontend disconnects; `label` says where it is served. With `sharedObjectLookup`,
     /// UUIDs no device of this process owns are asked of the frontend (SHARED_OBJECT_LOOKUP):
-    /// off by default because QEMU 10 aborts on a LOOKUP of a UUID another vhost-user device
-    /// added (virtio_lookup_dmabuf asserts the entry is a dmabuf).
+    /// off by default because it finds nothing today. Measured with QEMU 10.0.2 (2026-12): a
+    /// LOOKUP of a UUID another vhost-user backend ADDed (acked 0) is answered -22 (EINVAL)
+    /// with no fd, and QEMU does not abort. Read, not measured: hw/display/virtio-dmabuf.c keeps
+    /// the caller's `QemuUUID *` as its hash key without copying it, so every key dangles.
     public init(processor: GPUCommandProcessor, logger: Logger, directory: DeviceDirectory? = nil, label: String = "",
                 sharedObjectLookup: Bool = false, displayOptions: VhostUserGPUDisplay.Options = .init()) {
         self.displayOptions = displayOptions
