@@ -26,7 +26,7 @@ public struct ControlRequest: Codable, Equatable, Sendable {
     /// For show/export/dump: `DEVICE:ID`, a resource id, or a UUID.
     public var resource: String?
     /// For resolve: free text naming who holds the buffer (shown in `list`), e.g.
-    /// "vgpu-import-device pid 123".
+    /// "vgpu-import-device".
     public var holder: String?
 
     public init(id: Int, method: ControlMethod, resource: String? = nil, holder: String? = nil) {

@@ -23,7 +23,7 @@ public struct ImportDeviceOptions: Sendable {
     public var controlTimeout: Double
 
     public init(controlSockets: [String], sharedObjectLookup: Bool = true, maxHandles: Int = 64,
-                holder: String = "vgpu-import-device pid \(getpid())", controlTimeout: Double = 2) {
+                holder: String = "vgpu-import-device", controlTimeout: Double = 2) {
         self.controlSockets = controlSockets
         self.sharedObjectLookup = sharedObjectLookup
         self.maxHandles = min(max(maxHandles, 1), 65535)

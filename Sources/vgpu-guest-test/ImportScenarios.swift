@@ -75,6 +75,26 @@ func importPathName(_ p: UInt32) -> String {
     }
 }
 
+func importKindName(_ k: UInt32) -> String {
+    switch Int32(k) {
+    case VGPU_IMPORT_KIND_UDMABUF: return "udmabuf"
+    case VGPU_IMPORT_KIND_DMA_HEAP: return "dma-heap"
+    case VGPU_IMPORT_KIND_DRM_DUMB: return "drm-dumb"
+    case VGPU_IMPORT_KIND_MEMFD: return "memfd"
+    case VGPU_IMPORT_KIND_GL_TEXTURE: return "gl-texture"
+    default: return "unknown"
+    }
+}
+
+func importCoherencyName(_ c: UInt32) -> String {
+    switch Int32(c) {
+    case VGPU_IMPORT_COHERENCY_ZERO_COPY: return "zero-copy"
+    case VGPU_IMPORT_COHERENCY_ON_TRANSFER: return "on-transfer"
+    case VGPU_IMPORT_COHERENCY_ON_FLUSH: return "on-flush"
+    default: return "unknown"
+    }
+}
+
 func uuidString(_ a: vgpu_import) -> String {
     withUnsafeBytes(of: a.uuid) { b in
         let hex = b.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }
@@ -88,7 +108,7 @@ func uuidBytes(_ a: vgpu_import) -> [UInt8] { withUnsafeBytes(of: a.uuid) { Arra
 func describe(_ a: vgpu_import) -> String {
     "status=\(importStatusName(a.status)) handle=\(a.handle) device=\(a.device) resource=\(a.resource_id) "
         + "\(a.width)x\(a.height) stride=\(a.stride) fourcc=0x\(String(a.fourcc, radix: 16)) size=\(a.size) "
-        + "kind=\(a.host_kind) coherency=\(a.coherency) path=\(importPathName(a.path)) so_status=\(a.shared_object_status) "
+        + "kind=\(importKindName(a.host_kind)) coherency=\(importCoherencyName(a.coherency)) path=\(importPathName(a.path)) so_status=\(a.shared_object_status) "
         + "digest=\(String(a.digest, radix: 16)) device_us=\(a.device_ns / 1000) round_trip_us=\(a.round_trip_ns / 1000)"
 }
 
@@ -207,7 +227,7 @@ func importScenario(_ device: Device, _ report: Report, _ handshake: Handshake) 
         if checkImported(report, name, a, e, b) {
             held.append((b, a))
             emit("VGPU-INFO import buffer\(i)=\(w)x\(h) resource=\(a.resource_id) device=\(a.device) uuid=\(uuidString(a)) "
-                 + "handle=\(a.handle) path=\(importPathName(a.path)) so_status=\(a.shared_object_status) kind=\(a.host_kind)")
+                 + "handle=\(a.handle) path=\(importPathName(a.path)) so_status=\(a.shared_object_status) kind=\(importKindName(a.host_kind))")
         }
     }
     guard let (first, firstAnswer) = held.first else { report.fail("import.held", "nothing imported"); return }
@@ -393,8 +413,8 @@ func importDemoScenario(_ device: Device, _ report: Report, _ handshake: Handsha
         report.fail("import-demo.import", ie == 0 ? describe(a) : errnoName(ie)); return
     }
     emit("VGPU-INFO import-demo uuid=\(uuidString(a)) device=\(a.device) resource=\(a.resource_id) size=\(a.width)x\(a.height) "
-         + "stride=\(a.stride) path=\(importPathName(a.path)) so_status=\(a.shared_object_status) kind=\(a.host_kind) "
-         + "coherency=\(a.coherency) host_digest=\(String(a.digest, radix: 16)) guest_digest=\(String(guestDigest, radix: 16)) "
+         + "stride=\(a.stride) path=\(importPathName(a.path)) so_status=\(a.shared_object_status) kind=\(importKindName(a.host_kind)) "
+         + "coherency=\(importCoherencyName(a.coherency)) host_digest=\(String(a.digest, radix: 16)) guest_digest=\(String(guestDigest, radix: 16)) "
          + "round_trip_us=\(a.round_trip_ns / 1000) device_us=\(a.device_ns / 1000)")
     report.check("import-demo.digest", a.digest == guestDigest,
                  "the importer's FNV-1a of resource \(a.resource_id) \(a.digest == guestDigest ? "equals" : "differs from") the guest's: \(describe(a))")

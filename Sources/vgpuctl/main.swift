@@ -112,7 +112,7 @@ struct List: ParsableCommand {
     }
 }
 
-/// `resolve` holders of a resource: "vgpu-import-device pid 12 (pid 12)", several joined by "; ".
+/// `resolve` holders of a resource: "vgpu-import-device (pid 12)", several joined by "; ".
 func holders(_ list: [ResourceHolder]?) -> String {
     guard let list, !list.isEmpty else { return "-" }
     return list.map { "\($0.holder) (pid \($0.pid)\($0.count > 1 ? ", \($0.count) holds" : ""))" }.joined(separator: "; ")

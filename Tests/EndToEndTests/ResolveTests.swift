@@ -192,7 +192,7 @@ import Glibc
         let r = try driver.importUUID(uuid)
         #expect(r.status == 0 && r.digest == referenceDigest(pixels, rowBytes: 68, stride: 68, rows: 9))
         let holders = try ControlClient(path: server.path).call(.list).0.devices?.first?.resources.first?.holders ?? []
-        #expect(holders.count == 1 && holders.first?.holder.hasPrefix("vgpu-import-device pid ") == true && holders.first?.pid == p.processIdentifier)
+        #expect(holders.count == 1 && (holders.first?.holder == "vgpu-import-device") == true && holders.first?.pid == p.processIdentifier)
         #expect(try driver.importUUID([UInt8](repeating: 9, count: 16)).status == UInt16(VGPU_IMPORT_STATUS_NOT_FOUND))
         // QEMU leaves: the process exits, and its holds go with its connection.
         driver.frontend.disconnect()
