@@ -12,15 +12,7 @@ final class ImportDevice {
     let fd: Int32
 
     init(path: String = VGPU_IMPORT_DEVICE_PATH, waitSeconds: Double = 15) throws {
-        let deadline = monotonicSeconds() + waitSeconds
-        var fd: Int32 = -1
-        while true {
-            fd = open(path, O_RDWR | O_CLOEXEC)
-            if fd >= 0 || monotonicSeconds() > deadline { break }
-            sleepMilliseconds(100)
-        }
-        guard fd >= 0 else { throw CheckFailure(message: "open \(path): \(errnoName(errno)) (is vgpu_import loaded and bound?)") }
-        self.fd = fd
+        fd = try openWaiting(path, waitSeconds: waitSeconds, hint: " (is vgpu_import loaded and bound?)")
     }
 
     deinit { close(fd) }

@@ -152,19 +152,22 @@ struct IoctlError: Error, CustomStringConvertible {
     var description: String { "\(what): \(errnoName(errno))" }
 }
 
+/// Opens `path` read-write, retrying for `waitSeconds` (device nodes appear when a driver binds).
+func openWaiting(_ path: String, waitSeconds: Double, hint: String = "") throws -> Int32 {
+    let deadline = monotonicSeconds() + waitSeconds
+    while true {
+        let fd = open(path, O_RDWR | O_CLOEXEC)
+        if fd >= 0 { return fd }
+        if monotonicSeconds() > deadline { throw CheckFailure(message: "open \(path): \(errnoName(errno))\(hint)") }
+        sleepMilliseconds(100)
+    }
+}
+
 final class Device {
     let fd: Int32
 
     init(path: String = "/dev/dri/card0", waitSeconds: Double = 30) throws {
-        let deadline = monotonicSeconds() + waitSeconds
-        var fd: Int32 = -1
-        while true {
-            fd = open(path, O_RDWR | O_CLOEXEC)
-            if fd >= 0 || monotonicSeconds() > deadline { break }
-            sleepMilliseconds(100)
-        }
-        guard fd >= 0 else { throw CheckFailure(message: "open \(path): \(errnoName(errno))") }
-        self.fd = fd
+        fd = try openWaiting(path, waitSeconds: waitSeconds)
     }
 
     deinit { close(fd) }
