@@ -146,9 +146,10 @@ public final class VirtioGPUDriver {
         return try submit(c)
     }
 
-    public func flush(id: UInt32, rect r: virtio_gpu_rect) throws -> Response {
+    /// RESOURCE_FLUSH; with `fence`, fenced as Linux fences the flush of a page flip.
+    public func flush(id: UInt32, rect r: virtio_gpu_rect, fence: UInt64? = nil) throws -> Response {
         var c = virtio_gpu_resource_flush()
-        c.hdr = Self.header(VIRTIO_GPU_CMD_RESOURCE_FLUSH)
+        c.hdr = Self.header(VIRTIO_GPU_CMD_RESOURCE_FLUSH, fence: fence)
         c.resource_id = id; c.r = r
         return try submit(c)
     }

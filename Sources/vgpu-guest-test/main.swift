@@ -4,7 +4,7 @@
 //   vgpu-guest-test SCENARIO[,SCENARIO...]
 //
 // Scenarios: features, modeset, partial, errors, export, virtgpu, cursor, modechange,
-// multihead, and the cross-device import ones (ImportScenarios.swift): import, import-errors,
+// multihead, flip (page flips for vgpu.flip_seconds, FlipScenario.swift), and the cross-device import ones (ImportScenarios.swift): import, import-errors,
 // import-multigpu (see `scenarios` below).
 // One line per check on stdout (the serial console), as guest/init's protocol:
 //   VGPU-RESULT name=<scenario>.<check> status=pass|fail|unsupported detail=...
@@ -736,7 +736,7 @@ func multihead(_ device: Device, _ report: Report, _ handshake: Handshake) {
 let scenarios: [(String, (Device, Report, Handshake) -> Void)] = [
     ("features", features), ("modeset", modeset), ("partial", partial), ("errors", errors),
     ("export", export), ("virtgpu", virtgpu), ("cursor", cursor), ("modechange", modechange),
-    ("multihead", multihead),
+    ("multihead", multihead), ("flip", flip),
     ("import", importScenario), ("import-errors", importErrorsScenario), ("import-multigpu", importMultiGPUScenario),
     ("import-demo", importDemoScenario),
 ]

@@ -50,6 +50,10 @@ struct GuestProgramTests {
             }
         case "errors":
             #expect(outcome.results.filter { $0.name.hasPrefix("errors.") }.count >= 20)
+        case "flip":
+            let rate = outcome.value("flip.rate", "flips_per_second") ?? "?"
+            #expect(Int(rate) ?? 0 > 0, "flip.rate: \(outcome.results.filter { $0.name == "flip.rate" })")
+            print("flip rate on \(kernel) against \(run.backend): \(rate) flips/s (\(outcome.info["flips"] ?? "?") flips of \(outcome.info["width"] ?? "?")x\(outcome.info["height"] ?? "?") in \(outcome.info["seconds"] ?? "?") s, slowest \(outcome.info["slowest_ms"] ?? "?") ms)")
         default:
             break
         }
@@ -62,7 +66,9 @@ struct GuestProgramTests {
            let handle = FileHandle(forWritingAtPath: path) ?? (FileManager.default.createFile(atPath: path, contents: nil) ? FileHandle(forWritingAtPath: path) : nil) {
             handle.seekToEndOfFile()
             let unsupported = outcome.results.filter { $0.status == "unsupported" }.map(\.name)
-            handle.write(Data("\(run.backend)\t\(kernel)\t\(scenario)\t\(verdict)\t\(unsupported.joined(separator: ","))\n".utf8))
+            var note = unsupported.joined(separator: ",")
+            if scenario == "flip", let rate = outcome.value("flip.rate", "flips_per_second") { note = "flips_per_second=\(rate)" }
+            handle.write(Data("\(run.backend)\t\(kernel)\t\(scenario)\t\(verdict)\t\(note)\n".utf8))
             try? handle.close()
         }
     }
@@ -131,7 +137,7 @@ struct GuestProgramRun: Sendable {
 /// Boots each kernel once with every scenario and remembers the outcome for the tests.
 actor GuestProgramRuns {
     static let shared = GuestProgramRuns()
-    static let scenarios = ["features", "modeset", "partial", "errors", "export", "virtgpu", "cursor", "modechange", "multihead"]
+    static let scenarios = ["features", "modeset", "partial", "errors", "export", "virtgpu", "cursor", "modechange", "multihead", "flip"]
     /// Scenarios that need their own boot: multihead wants two heads (`max_outputs=2`, and the second
     /// connector forced on from the kernel command line, since QEMU with `-display none` reports
     /// only the first head enabled).
@@ -144,7 +150,7 @@ actor GuestProgramRuns {
     static let screens: [String: [String]] = [
         "modeset": ["modeset"], "partial": ["partial-full", "partial-rect"], "errors": ["errors-modeset"],
         "virtgpu": ["virtgpu"], "cursor": ["cursor"], "modechange": ["modechange", "modechange-back"],
-        "multihead": ["multihead"],
+        "multihead": ["multihead"], "flip": ["flip"],
     ]
 
     private var runs: [String: Task<GuestProgramRun, Never>] = [:]
@@ -353,6 +359,8 @@ actor GuestProgramRuns {
             return GuestPattern.bars(width: width, height: height)
         case "virtgpu":
             return GuestPattern.bars(width: width, height: height, reversed: true)
+        case "flip":  // the last framebuffer flipped to: none lost at the end
+            return GuestPattern.bars(width: width, height: height, reversed: info["final"] == "reversed")
         case "partial-rect":
             guard let rect = GuestPattern.rect(info["rect"]), let color = UInt32(info["color"] ?? "", radix: 16) else { return nil }
             var image = GuestPattern.bars(width: width, height: height)

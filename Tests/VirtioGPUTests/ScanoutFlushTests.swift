@@ -243,3 +243,60 @@ func expectedXRGB(_ order: String, _ x0: Int, _ y0: Int, _ w: Int, _ h: Int) -> 
         h.create(1, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, 8, 8)   // the id is free again
     }
 }
+
+/// The stale-content rule: SET_SCANOUT sends only the SCANOUT; the whole head follows with the
+/// next flush of the resource (whatever its rect) or, without one, when the control queue goes idle.
+@Suite struct ScanoutFrameOwedTests {
+    private func twoResources() -> Harness {
+        let h = Harness()
+        h.upload(1, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, 8, 4, image: patternImage("BGRX", 8, 4))
+        h.upload(2, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, 8, 4, image: patternImage("BGRX", 8, 4))
+        h.display.clear()
+        return h
+    }
+
+    @Test func aFlipSendsTheFrameOnceAndThePartialFlushShowsTheWholeHead() {
+        let h = twoResources()
+        // One batch, as Linux sends a page flip: SET_SCANOUT, then a flush of a part only.
+        #expect(h.sendInBatch(Req.setScanout(0, 2, rect(0, 0, 8, 4))).isOK)
+        #expect(h.display.events == [.setScanout(0, width: 8, height: 4)])
+        #expect(h.sendInBatch(Req.flush(2, rect(2, 1, 3, 2))).isOK)
+        #expect(h.display.events == [
+            .setScanout(0, width: 8, height: 4),
+            .update(0, rect: PixelRect(x: 0, y: 0, width: 8, height: 4), stride: 32, pixels: expectedXRGB("BGRX", 0, 0, 8, 4)),
+        ])
+        h.gpu.controlQueueIdle()   // nothing owed any more
+        #expect(h.display.updates.count == 1)
+        #expect(h.gpu.scanoutStates()[0] == Scanout(resource: ResourceID(2), rect: PixelRect(x: 0, y: 0, width: 8, height: 4)))
+    }
+
+    @Test func withoutAFlushTheHeadIsShownWhenTheQueueGoesIdle() {
+        let h = twoResources()
+        #expect(h.sendInBatch(Req.setScanout(0, 1, rect(0, 0, 8, 4))).isOK)
+        #expect(h.display.updates.isEmpty)
+        h.gpu.controlQueueIdle()
+        #expect(h.display.events == [
+            .setScanout(0, width: 8, height: 4),
+            .update(0, rect: PixelRect(x: 0, y: 0, width: 8, height: 4), stride: 32, pixels: expectedXRGB("BGRX", 0, 0, 8, 4)),
+        ])
+        h.gpu.controlQueueIdle()
+        #expect(h.display.updates.count == 1)
+    }
+
+    @Test func aFlushOfAnotherResourceDoesNotPayTheOwedFrame() {
+        let h = twoResources()
+        #expect(h.sendInBatch(Req.setScanout(0, 1, rect(0, 0, 8, 4))).isOK)
+        #expect(h.sendInBatch(Req.flush(2, rect(0, 0, 8, 4))).isOK)   // not on any head
+        #expect(h.display.updates.isEmpty)
+        h.gpu.controlQueueIdle()
+        #expect(h.display.updates.count == 1)
+    }
+
+    @Test func anOwedHeadDisabledBeforeIdleSendsNothing() {
+        let h = twoResources()
+        #expect(h.sendInBatch(Req.setScanout(0, 1, rect(0, 0, 8, 4))).isOK)
+        #expect(h.sendInBatch(Req.setScanout(0, 0, rect(0, 0, 0, 0))).isOK)
+        h.gpu.controlQueueIdle()
+        #expect(h.display.events == [.setScanout(0, width: 8, height: 4), .setScanout(0, width: 0, height: 0)])
+    }
+}

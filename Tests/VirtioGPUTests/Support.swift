@@ -292,9 +292,19 @@ final class Harness {
     }
 
     /// Sends `request` (split into readable descriptors at `splits`) with a writable buffer of
-    /// `responseSize` bytes on the control queue.
+    /// `responseSize` bytes on the control queue, then lets the queue go idle, as the queue
+    /// worker does when the driver sends one request at a time.
     @discardableResult
     func send(_ request: [UInt8], responseSize: Int = 2048, splits: [Int] = []) -> Response {
+        let response = sendInBatch(request, responseSize: responseSize, splits: splits)
+        gpu.controlQueueIdle()
+        return response
+    }
+
+    /// Like `send`, but the queue does not go idle afterwards: the next request is part of the
+    /// same batch (SET_SCANOUT and RESOURCE_FLUSH in one kick, as Linux sends a page flip).
+    @discardableResult
+    func sendInBatch(_ request: [UInt8], responseSize: Int = 2048, splits: [Int] = []) -> Response {
         var descriptors: [Descriptor] = []
         var start = 0
         for cut in splits + [request.count] where cut > start {

@@ -59,6 +59,9 @@ static inline unsigned long vgpu_drm_ioctl_mode_cursor(void) { return DRM_IOCTL_
 static inline unsigned long vgpu_drm_ioctl_mode_addfb2(void) { return DRM_IOCTL_MODE_ADDFB2; }
 static inline unsigned long vgpu_drm_ioctl_mode_rmfb(void) { return DRM_IOCTL_MODE_RMFB; }
 static inline unsigned long vgpu_drm_ioctl_mode_dirtyfb(void) { return DRM_IOCTL_MODE_DIRTYFB; }
+static inline unsigned long vgpu_drm_ioctl_mode_page_flip(void) { return DRM_IOCTL_MODE_PAGE_FLIP; }
+static inline uint32_t vgpu_drm_mode_page_flip_event(void) { return DRM_MODE_PAGE_FLIP_EVENT; }
+static inline uint32_t vgpu_drm_event_flip_complete(void) { return DRM_EVENT_FLIP_COMPLETE; }
 static inline unsigned long vgpu_drm_ioctl_mode_create_dumb(void) { return DRM_IOCTL_MODE_CREATE_DUMB; }
 static inline unsigned long vgpu_drm_ioctl_mode_map_dumb(void) { return DRM_IOCTL_MODE_MAP_DUMB; }
 static inline unsigned long vgpu_drm_ioctl_mode_destroy_dumb(void) { return DRM_IOCTL_MODE_DESTROY_DUMB; }

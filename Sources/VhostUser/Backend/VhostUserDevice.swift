@@ -35,6 +35,9 @@ public protocol VhostUserDevice: AnyObject, Sendable {
     /// A queue's worker started: chains deferred on it are returned through `completions`
     /// (valid until the worker stops; a stopped worker ignores late completions).
     func queueStarted(_ queue: Int, completions: QueueCompletions)
+    /// `queue`'s worker handled every chain available and re-enabled kicks: work the device
+    /// put off until the driver stops sending (a frame owed without a flush) can run now.
+    func queueIdle(_ queue: Int)
     /// A request the generic server does not know (GPU_SET_SOCKET, ...).
     func handleDeviceRequest(_ request: UInt32, payload: [UInt8], fds: [OwnedFileDescriptor]) throws(VhostUserMessageError) -> DeviceRequestOutcome
     /// Called on the connection thread before queue workers are stopped, so the device can
@@ -59,6 +62,7 @@ public let deferredCompletion = UInt32.max
 
 extension VhostUserDevice {
     public func queueStarted(_ queue: Int, completions: QueueCompletions) {}
+    public func queueIdle(_ queue: Int) {}
     public var protocolFeatures: VhostUserProtocolFeatures { [] }
     public func readConfig(offset: Int, count: Int) -> [UInt8]? { nil }
     public func writeConfig(offset: Int, bytes: [UInt8]) -> Bool { false }

@@ -164,6 +164,7 @@ final class VringWorker: Sendable {
             }
             notify(queue)
         } while (try? queue.enableKicks()) ?? false
+        device.queueIdle(index)
         return true
     }
 

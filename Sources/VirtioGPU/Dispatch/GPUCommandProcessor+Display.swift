@@ -17,15 +17,41 @@ extension GPUCommandProcessor {
                 guard let id = s.resource else { continue }
                 if s.viaDMABUF, showViaDMABUF(i, resource: id, rect: s.rect, display: display) { continue }
                 t[i].viaDMABUF = false
-                try? showWithPixels(i, s, display: display)
+                t[i].wholeFrameOwed = false
+                try? showWithPixels(i, t[i], display: display)
+            }
+        }
+    }
+
+    /// The control queue has no more requests: heads that SET_SCANOUT announced and no flush
+    /// followed get their whole frame now, so a head never shows stale content (or a blank
+    /// surface) because the guest did not flush. The usual guest (SET_SCANOUT and RESOURCE_FLUSH
+    /// in one batch) has nothing owed by then. Runs on the control worker, like transfers, so
+    /// the frame is not read while a transfer writes it.
+    public func controlQueueIdle() {
+        let display = self.display
+        scanouts.withLock { t in
+            for i in 0..<t.count where t[i].wholeFrameOwed {
+                t[i].wholeFrameOwed = false
+                let s = t[i]
+                guard s.resource != nil, !s.viaDMABUF else { continue }
+                do { try sendWholeFrame(i, s, display: display) } catch {
+                    logger.debug("scanout \(i): owed frame not sent: \(error)")
+                }
             }
         }
     }
 
     /// SCANOUT with the head's size and one full UPDATE from the host copy.
     func showWithPixels(_ index: Int, _ s: Scanout, display: any DisplaySink) throws(GPUFailure) {
-        guard let id = s.resource else { return }
+        guard s.resource != nil else { return }
         display.setScanout(UInt32(index), width: s.rect.width, height: s.rect.height)
+        try sendWholeFrame(index, s, display: display)
+    }
+
+    /// One UPDATE of the whole head from the host copy (no SCANOUT).
+    func sendWholeFrame(_ index: Int, _ s: Scanout, display: any DisplaySink) throws(GPUFailure) {
+        guard let id = s.resource else { return }
         let whole = PixelRect(x: 0, y: 0, width: s.rect.width, height: s.rect.height)
         try renderer.withScanoutPixels(id, rect: s.rect) { pixels, stride in
             display.update(scanout: UInt32(index), rect: whole, pixels: pixels, stride: stride)

@@ -404,8 +404,11 @@ public final class GPUCommandProcessor: Sendable {
                 return
             }
             if wasDMABUF { _ = display.scanoutDMABUF(scanoutID, rect: t[index].rect, buffer: nil) }
-            t[index] = Scanout(resource: id, rect: rect)
-            try showWithPixels(index, t[index], display: display)
+            // Only the SCANOUT now: the guest driver flushes right after SET_SCANOUT, and that
+            // flush sends the whole head (see `wholeFrameOwed`); sending the frame here too
+            // moved every flip's pixels twice. Without a flush, `controlQueueIdle` sends it.
+            t[index] = Scanout(resource: id, rect: rect, wholeFrameOwed: true)
+            display.setScanout(scanoutID, width: rect.width, height: rect.height)
         }
     }
 
@@ -427,6 +430,12 @@ public final class GPUCommandProcessor: Sendable {
                 if s.viaDMABUF {
                     // A dmabuf update, or (given up) the head re-shown whole with pixels.
                     updateViaDMABUF(i, &t, rect: target, display: display)
+                    continue
+                }
+                if s.wholeFrameOwed {
+                    // First pixels since SET_SCANOUT: the whole head, whatever the rect.
+                    t[i].wholeFrameOwed = false
+                    try sendWholeFrame(i, s, display: display)
                     continue
                 }
                 try renderer.withScanoutPixels(id, rect: part) { pixels, stride in

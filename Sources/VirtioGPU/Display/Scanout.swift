@@ -8,11 +8,15 @@ public struct Scanout: Equatable, Sendable {
     public var rect: PixelRect
     /// The display shows it from the resource's dmabuf (DMABUF_SCANOUT), not from pixel updates.
     public var viaDMABUF = false
+    /// SET_SCANOUT announced the head but no pixels went out yet: the next flush of the
+    /// resource, or the control queue going idle, sends the whole head (never only a rect).
+    public var wholeFrameOwed = false
 
-    public init(resource: ResourceID?, rect: PixelRect, viaDMABUF: Bool = false) {
+    public init(resource: ResourceID?, rect: PixelRect, viaDMABUF: Bool = false, wholeFrameOwed: Bool = false) {
         self.resource = resource
         self.rect = rect
         self.viaDMABUF = viaDMABUF
+        self.wholeFrameOwed = wholeFrameOwed
     }
 
     public static let disabled = Scanout(resource: nil, rect: PixelRect(x: 0, y: 0, width: 0, height: 0))

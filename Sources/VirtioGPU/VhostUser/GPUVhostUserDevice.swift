@@ -17,7 +17,8 @@ public final class GPUVhostUserDevice: VhostUserDevice {
 
     public let processor: GPUCommandProcessor
     private let logger: Logger
-    private let display = Mutex<VhostUserGPUDisplay?>(nil)
+    /// QEMU's display channel and the mailbox in front of it (what the processor draws to).
+    private let display = Mutex<(channel: VhostUserGPUDisplay, mailbox: MailboxDisplay)?>(nil)
     /// virtio_gpu_config.events_read; bits cleared through events_clear.
     private let eventsRead = Atomic<UInt32>(0)
 
@@ -154,6 +155,10 @@ public final class GPUVhostUserDevice: VhostUserDevice {
         if queue == Self.controlQueue { processor.setControlCompletions(completions) }
     }
 
+    public func queueIdle(_ queue: Int) {
+        if queue == Self.controlQueue { processor.controlQueueIdle() }
+    }
+
     public func handleChain(queue: Int, chain: DescriptorChain, memory: GuestMemory) -> UInt32 {
         queue == Self.cursorQueue ? processor.handleCursor(chain, memory: memory) : processor.handleControl(chain, memory: memory)
     }
@@ -174,13 +179,18 @@ public final class GPUVhostUserDevice: VhostUserDevice {
         do { channel = try VhostUserGPUDisplay(socket: .init(rawValue: fd), options: displayOptions, logger: logger) } catch {
             throw .failed(request: name, "display channel: \(error)")
         }
-        let old = display.withLock { d -> VhostUserGPUDisplay? in
+        // Flushes return once their frame is in the mailbox; its sender thread feeds the channel.
+        let mailbox = MailboxDisplay(inner: channel)
+        let old = display.withLock { d in
             let old = d
-            d = channel
+            d = (channel, mailbox)
             return old
         }
-        old?.close()
-        processor.setDisplay(channel)
+        processor.setDisplay(mailbox)
+        if let old {
+            old.channel.close()   // cuts the old sender's send short
+            old.mailbox.close()
+        }
         logger.info("display channel connected")
         // Re-show the heads on the new channel, off this thread: QEMU reads the display socket
         // only once it is back in its main loop, after the rest of the start sequence.
@@ -193,10 +203,10 @@ public final class GPUVhostUserDevice: VhostUserDevice {
         // Fenced virgl commands in flight go back before the rings are handed over (bounded:
         // QEMU waits for our GET_VRING_BASE reply meanwhile).
         processor.renderer3D?.drainFences(timeout: 1.0)
-        display.withLock { $0 }?.interrupt()
+        display.withLock { $0 }?.channel.interrupt()
         sharedObjects.withLock { $0.channel }?.interrupt()
     }
-    public func didStopQueues() { display.withLock { $0 }?.resume() }
+    public func didStopQueues() { display.withLock { $0 }?.channel.resume() }
 
     public func reset() {
         processor.reset()
@@ -208,6 +218,11 @@ public final class GPUVhostUserDevice: VhostUserDevice {
         withdrawAll()
         directory?.unregister(processor.deviceID)
         processor.setDisplay(NullDisplay())
-        display.withLock { d in d?.close(); d = nil }
+        let old = display.withLock { d in
+            defer { d = nil }
+            return d
+        }
+        old?.channel.close()
+        old?.mailbox.close()
     }
 }
