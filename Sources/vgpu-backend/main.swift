@@ -7,6 +7,7 @@ import Synchronization
 import SystemPackage
 import VhostUser
 import VirtioGPU
+import VirglRenderer
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -98,8 +99,7 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         if printCapabilities {
-            // vhost-user.json "gpu" capabilities: what libvirt may pass (as QEMU's backend).
-            print(#"{"type": "gpu", "features": ["virgl", "render-node"]}"#)
+            print(BackendCapabilities.probe().json)
             return
         }
         signal(SIGPIPE, SIG_IGN)   // a closed display socket must be an error return, not a kill
@@ -265,4 +265,52 @@ extension HostBufferPreference: ExpressibleByArgument {}
 /// `--dmabuf-scanout`.
 enum DMABUFScanoutMode: String, CaseIterable, ExpressibleByArgument {
     case auto, on, off
+}
+
+/// What `--print-capabilities` lists (QEMU's docs/interop/vhost-user.json, type "gpu"), on the
+/// host that runs it: libvirt asks at every domain start, and acts on each feature.
+/// - `render-node`: libvirt then looks up a DRM render node for every domain, 2D too, and fails
+///   the start without `/dev/dri` ("cannot open directory '/dev/dri'"). Listed only when a
+///   render node can be opened; libvirt then passes `--render-node=/dev/dri/renderD*`.
+/// - `virgl`: libvirt accepts `<acceleration accel3d='yes'/>` and passes `--virgl`. Listed only
+///   when virglrenderer starts here (a render node, or Mesa's surfaceless EGL).
+struct BackendCapabilities {
+    var virgl: Bool
+    var renderNode: Bool
+
+    var features: [String] { (virgl ? ["virgl"] : []) + (renderNode ? ["render-node"] : []) }
+    var json: String {
+        #"{"type": "gpu", "features": ["# + features.map { "\"\($0)\"" }.joined(separator: ", ") + "]}"
+    }
+
+    static func probe() -> BackendCapabilities {
+        // VGPU_CAPABILITIES_DRI: the folder to look for render nodes in (tests); default /dev/dri.
+        let folder = getenv("VGPU_CAPABILITIES_DRI").map { String(cString: $0) } ?? "/dev/dri"
+        let node = openableRenderNode(in: folder)
+        return BackendCapabilities(virgl: virglStarts(renderNode: node), renderNode: node != nil)
+    }
+
+    static func openableRenderNode(in folder: String) -> String? {
+        guard let dir = opendir(folder) else { return nil }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name.hasPrefix("renderD") { names.append(name) }
+        }
+        closedir(dir)
+        for name in names.sorted() {
+            let path = folder + "/" + name
+            let fd = open(path, O_RDWR | O_CLOEXEC)
+            if fd >= 0 { close(fd); return path }
+        }
+        return nil
+    }
+
+    /// Starts and stops virglrenderer (EGL on `renderNode`, else surfaceless): about 0.1 s on llvmpipe.
+    static func virglStarts(renderNode: String?) -> Bool {
+        // Its log lines must not reach stdout, which libvirt parses as JSON.
+        guard let renderer = try? VirglRenderer(VirglRendererOptions(renderNode: renderNode)) else { return false }
+        renderer.shutdown()
+        return true
+    }
 }
