@@ -389,35 +389,39 @@ final class LibvirtRig: @unchecked Sendable {
     }
 
     /// Runs a command with a timeout (killed after it); returns its status and output.
+    /// posix_spawn and waitpid, not Foundation's Process, whose exit monitoring stalled here
+    /// (a zombie child, isRunning true) once daemons inherited from the child were running.
     static func run(_ executable: String, _ arguments: [String], timeout: Duration) throws -> (status: Int32, out: String, err: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vgpu-libvirt-run-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let outURL = dir.appendingPathComponent("out"), errURL = dir.appendingPathComponent("err")
-        FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let out = try FileHandle(forWritingTo: outURL), err = try FileHandle(forWritingTo: errURL)
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        try? out.close(); try? err.close()
+        let outPath = dir.appendingPathComponent("out").path, errPath = dir.appendingPathComponent("err").path
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+        guard rc == 0 else { return (127, "", "posix_spawn \(executable): errno \(rc)") }
+        func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
         let deadline = ContinuousClock.now + timeout
-        while process.isRunning {
+        var status: Int32 = 0
+        while true {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid { break }
+            if r < 0 && errno != EINTR { return (-1, read(outPath), "waitpid: errno \(errno)") }
             if ContinuousClock.now > deadline {
-                process.terminate()
-                usleep(500_000)
-                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-                process.waitUntilExit()
-                return (124, (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
-                        "timed out after \(timeout): \(executable) \(arguments.joined(separator: " "))\n" + ((try? String(contentsOf: errURL, encoding: .utf8)) ?? ""))
+                kill(pid, SIGTERM); usleep(500_000); kill(pid, SIGKILL)
+                _ = waitpid(pid, &status, 0)
+                return (124, read(outPath), "timed out after \(timeout): \(executable) \(arguments.joined(separator: " "))\n" + read(errPath))
             }
             usleep(20_000)
         }
-        return (process.terminationStatus, (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
-                (try? String(contentsOf: errURL, encoding: .utf8)) ?? "")
+        let code: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return (code, read(outPath), read(errPath))
     }
 }
