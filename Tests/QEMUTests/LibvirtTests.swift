@@ -30,8 +30,22 @@ struct LibvirtTests {
         #expect(threeD.contains("<acceleration accel3d='yes'/>"))
         try await rig.bootAndCheck(xml: threeD, threeD: true)
 
+        // The trap domains' serial console (the README's XML connects to it; a missing socket
+        // fails the start with "unable to stat: .../serial.sock"). SerialConsole takes one
+        // connection: a fresh one before each start.
+        let serialPath = rig.work.appendingPathComponent("vm/serial.sock").path
+        var consoles: [SerialConsole] = []
+        defer { consoles.forEach { $0.stop() }; unlink(serialPath) }
+        func listen() throws {
+            consoles.last?.stop()
+            unlink(serialPath)
+            consoles.append(try SerialConsole(socketPath: serialPath, logFile: rig.work.appendingPathComponent("serial-trap-\(consoles.count).log")))
+            chmod(serialPath, 0o777)
+        }
+
         // Trap: a VNC (or SPICE without GL) display. QEMU 10 refuses the vhost-user GPU console.
         let vnc = twoD.replacingOccurrences(of: "<devices>", with: "<devices>\n    <graphics type='vnc'/>")
+        try listen()
         let vncStart = try rig.virsh(["create", rig.write(vnc, as: "vnc.xml")])
         #expect(vncStart.status != 0)
         #expect(vncStart.err.contains("The console requires display DMABUF support"), "\(vncStart.err)")
@@ -43,6 +57,7 @@ struct LibvirtTests {
         let qemuDescription = "/usr/share/qemu/vhost-user/50-qemu-gpu.json"
         if FileManager.default.fileExists(atPath: qemuDescription) {
             try rig.renameDescription(to: "50-vgpu-backend.json")
+            try listen()
             let start = try rig.virsh(["create", rig.write(twoD, as: "order.xml")])
             if FileManager.default.fileExists(atPath: "/dev/dri") {
                 #expect(start.status == 0)
@@ -61,6 +76,7 @@ struct LibvirtTests {
         // Bad input: a description whose binary is missing. libvirt logs the failed
         // --print-capabilities and falls through to the next description (ours).
         try rig.addDescription(name: "30-missing.json", binary: "/nonexistent/vgpu-backend")
+        try listen()
         let missing = try rig.virsh(["create", rig.write(twoD, as: "missing.xml")])
         #expect(missing.status == 0, "\(missing.err)")
         #expect(rig.daemonLog().contains("Child process (/nonexistent/vgpu-backend --print-capabilities) unexpected exit status 127"))
@@ -73,6 +89,7 @@ struct LibvirtTests {
         // wrapper): its own error line lands in libvirtd's log and libvirt skips it.
         let refusing = try rig.write("#!/bin/sh\nexec \(rig.installedBackend) \"$@\" --no-such-option\n", as: "refusing.sh", mode: 0o755)
         try rig.addDescription(name: "30-refusing.json", binary: refusing)
+        try listen()
         let refused = try rig.virsh(["create", rig.write(twoD, as: "refusing.xml")])
         #expect(refused.status == 0, "\(refused.err)")
         #expect(rig.daemonLog().contains("Error: Unknown option '--no-such-option'"))
@@ -89,6 +106,7 @@ struct LibvirtTests {
         try rig.addDescription(name: "30-logging.json", binary: logging)
         let unshared = twoD.replacingOccurrences(of: #"<memoryBacking>[\s\S]*?</memoryBacking>\s*"#, with: "", options: .regularExpression)
         #expect(!unshared.contains("memoryBacking"))
+        try listen()
         let unsharedStart = try rig.virsh(["create", rig.write(unshared, as: "unshared.xml")])
         #expect(unsharedStart.status == 0, "\(unsharedStart.err)")
         let deadline = ContinuousClock.now + .seconds(60)
