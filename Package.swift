@@ -101,7 +101,7 @@ let package = Package(
         .target(name: "CGuestDRM"),
         .executableTarget(name: "vgpu-guest-test", dependencies: ["CGuestDRM"], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-backend", dependencies: [
-            "VhostUser", "VirtioGPU", "DisplayChannel", "ControlPlane", "HostBuffers",
+            "VhostUser", "VirtioGPU", "DisplayChannel", "ControlPlane", "HostBuffers", "VirglRenderer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),

@@ -7,6 +7,7 @@ import Synchronization
 import SystemPackage
 import VhostUser
 import VirtioGPU
+import VirglRenderer
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -98,8 +99,7 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         if printCapabilities {
-            // vhost-user.json "gpu" capabilities: what libvirt may pass (as QEMU's backend).
-            print(#"{"type": "gpu", "features": ["virgl", "render-node"]}"#)
+            print(BackendCapabilities.probe().json)
             return
         }
         signal(SIGPIPE, SIG_IGN)   // a closed display socket must be an error return, not a kill
@@ -265,4 +265,70 @@ extension HostBufferPreference: ExpressibleByArgument {}
 /// `--dmabuf-scanout`.
 enum DMABUFScanoutMode: String, CaseIterable, ExpressibleByArgument {
     case auto, on, off
+}
+
+/// What `--print-capabilities` lists (QEMU's docs/interop/vhost-user.json, type "gpu"), on the
+/// host that runs it: libvirt asks at every domain start, and acts on each feature.
+/// - `render-node`: libvirt then looks up a DRM render node for every domain, 2D too, and fails
+///   the start without `/dev/dri` ("cannot open directory '/dev/dri'"). Listed only when a
+///   render node can be opened; libvirt then passes `--render-node=/dev/dri/renderD*`.
+/// - `virgl`: libvirt accepts `<acceleration accel3d='yes'/>` and passes `--virgl`. Listed only
+///   when virglrenderer starts here (a render node, or Mesa's surfaceless EGL).
+struct BackendCapabilities {
+    var virgl: Bool
+    var renderNode: Bool
+
+    var features: [String] { (virgl ? ["virgl"] : []) + (renderNode ? ["render-node"] : []) }
+    var json: String {
+        #"{"type": "gpu", "features": ["# + features.map { "\"\($0)\"" }.joined(separator: ", ") + "]}"
+    }
+
+    static func probe() -> BackendCapabilities {
+        // VGPU_CAPABILITIES_DRI: the folder to look for render nodes in (tests); default /dev/dri.
+        let folder = getenv("VGPU_CAPABILITIES_DRI").map { String(cString: $0) } ?? "/dev/dri"
+        let node = openableRenderNode(in: folder)
+        return BackendCapabilities(virgl: virglStarts(renderNode: node), renderNode: node != nil)
+    }
+
+    static func openableRenderNode(in folder: String) -> String? {
+        guard let dir = opendir(folder) else { return nil }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name.hasPrefix("renderD") { names.append(name) }
+        }
+        closedir(dir)
+        for name in names.sorted() {
+            let path = folder + "/" + name
+            let fd = open(path, O_RDWR | O_CLOEXEC)
+            if fd >= 0 { close(fd); return path }
+        }
+        return nil
+    }
+
+    /// Starts virglrenderer (EGL on `renderNode`, else surfaceless) in a child process that
+    /// exits with _exit, never tearing EGL down: about 0.1 s on llvmpipe. A teardown at exit
+    /// aborted about once in 40 runs ("malloc_consolidate(): invalid chunk size"), and a
+    /// failing --print-capabilities makes libvirt skip the backend. Nothing of the child
+    /// reaches stdout, which libvirt parses as JSON. At most 20 s.
+    static func virglStarts(renderNode: String?) -> Bool {
+        let child = fork()
+        if child < 0 { return false }
+        if child == 0 {
+            let devNull = open("/dev/null", O_WRONLY)
+            if devNull >= 0 { dup2(devNull, 1); dup2(devNull, 2) }
+            let ok = (try? VirglRenderer(VirglRendererOptions(renderNode: renderNode))) != nil
+            _exit(ok ? 0 : 1)
+        }
+        var status: Int32 = 0
+        for _ in 0..<2000 {
+            let r = waitpid(child, &status, WNOHANG)
+            if r == child { return (status & 0x7f) == 0 && ((status >> 8) & 0xff) == 0 }
+            if r < 0 && errno != EINTR { return false }
+            usleep(10_000)
+        }
+        kill(child, SIGKILL)
+        _ = waitpid(child, &status, 0)
+        return false
+    }
 }

@@ -27,6 +27,34 @@ import VhostUserFrontend
         #expect(json["features"] is [Any])
     }
 
+    /// libvirt acts on each listed feature at every domain start: `render-node` only where a
+    /// render node opens (else libvirt fails even 2D domains without /dev/dri), `virgl` only
+    /// where virglrenderer starts (surfaceless llvmpipe here). VGPU_CAPABILITIES_DRI stands in for /dev/dri.
+    @Test func capabilitiesListRenderNodeOnlyWhereOneOpens() throws {
+        func features(dri: String) throws -> [String] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: Self.binary)
+            p.arguments = ["--print-capabilities"]
+            p.environment = ProcessInfo.processInfo.environment.merging(["VGPU_CAPABILITIES_DRI": dri]) { $1 }
+            let out = Pipe()
+            p.standardOutput = out
+            try p.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0)
+            let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+            return json["features"] as? [String] ?? []
+        }
+        let empty = FileManager.default.temporaryDirectory.appendingPathComponent("vgpu-dri-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: empty) }
+        #expect(try features(dri: empty.path) == ["virgl"])            // no render node: virgl on llvmpipe
+        #expect(try features(dri: "/nonexistent") == ["virgl"])
+        // An openable renderD* (a plain file stands in): render-node listed; virgl on it fails.
+        FileManager.default.createFile(atPath: empty.appendingPathComponent("renderD128").path, contents: nil)
+        #expect(try features(dri: empty.path).contains("render-node"))
+    }
+
     @Test(arguments: [
         [], ["--socket-path", "/tmp/x", "--fd", "3"], ["--fd", "-2"], ["--max-outputs", "0"], ["--max-outputs", "17"],
         ["--virgl", "--socket-path", "/tmp/x", "--socket-path", "/tmp/y"], ["-v", "-r", "/nonexistent/renderD128", "-s", "/tmp/x"],
