@@ -254,15 +254,17 @@ public final class VirglGPURenderer: GPURenderer3D {
     }
 
     public func copyCursorImage(_ id: ResourceID, into destination: UnsafeMutableRawPointer) throws(GPUFailure) {
-        let found = table.withLock { $0[id] }
-        try onRenderThread { core throws in try Self.readCursor(core, id, found, into: destination) }
+        try onRenderThread { core throws in try Self.readCursor(core, id, into: destination) }
     }
 
     /// Reads a 64×64 resource as ARGB8888 (bytes B,G,R,A) on the render thread.
-    static func readCursor(_ core: VirglRendererCore, _ id: ResourceID, _ record: Record?, into destination: UnsafeMutableRawPointer) throws {
-        guard let res = record else { throw VirglError.unknownResource(id.raw) }
-        guard res.args.width == 64, res.args.height == 64, let format = res.format else {
-            throw VirglError.outOfBounds("cursor \(id) is \(res.args.width)x\(res.args.height) in virgl format \(res.args.format), not 64x64 32-bit")
+    /// Runs on the render thread and checks the resource as the render thread knows it now
+    /// (`core.resourceArgs`): a snapshot taken when the job was queued may be stale (the
+    /// resource destroyed and re-created with another size since).
+    static func readCursor(_ core: VirglRendererCore, _ id: ResourceID, into destination: UnsafeMutableRawPointer) throws {
+        guard let args = core.resourceArgs(id.raw) else { throw VirglError.unknownResource(id.raw) }
+        guard args.width == 64, args.height == 64, args.target == VirglTarget.texture2D, let format = PixelFormat(wire: args.format) else {
+            throw VirglError.outOfBounds("cursor \(id) is \(args.width)x\(args.height) in virgl format \(args.format), not 64x64 32-bit")
         }
         try core.readPixels(id.raw, box: VirglBox(width: 64, height: 64), stride: 256,
                             into: UnsafeMutableRawBufferPointer(start: destination, count: CursorBuffer.byteCount))
@@ -281,10 +283,9 @@ public final class VirglGPURenderer: GPURenderer3D {
 
     public func withCursorImageAsync(_ id: ResourceID, into destination: CursorBuffer,
                                      deliver: @escaping @Sendable (Result<Void, GPUFailure>) -> Void) {
-        let found = table.withLock { $0[id] }
         let queued = virgl.post { core in
             do {
-                try Self.readCursor(core, id, found, into: destination.pixels)
+                try Self.readCursor(core, id, into: destination.pixels)
                 deliver(.success(()))
             } catch {
                 deliver(.failure(Self.failure(error)))
