@@ -15,10 +15,10 @@ enum QueueFuzz {
         let nextAvail = input.u16()
         ram.zero(0, 1 << 16)
         ram.write(input.rest(), at: 0)
-        // Descriptor table at 0, avail ring at 16 KiB, used ring at 32 KiB; flag bit 1 moves the
+        // Descriptor table at 0, avail ring at 4 KiB, used ring at 8 KiB; flag bit 1 moves the
         // used ring onto the avail ring (overlap) and bit 2 puts it at the end of RAM (outside).
-        let used: UInt64 = flags & 2 != 0 ? 0x4000 : (flags & 4 != 0 ? 0xFFF0 : 0x8000)
-        let addresses = VringAddresses(descriptorTable: .init(0), availableRing: .init(0x4000), usedRing: .init(used))
+        let used: UInt64 = flags & 2 != 0 ? 0x1000 : (flags & 4 != 0 ? 0xFFF0 : 0x2000)
+        let addresses = VringAddresses(descriptorTable: .init(0), availableRing: .init(0x1000), usedRing: .init(used))
         guard let queue = try? SplitVirtqueue(size: size, addresses: addresses, memory: ram.memory,
                                               eventIndex: flags & 1 != 0, nextAvail: nextAvail) else { return }
         var chain = DescriptorChain()
