@@ -94,6 +94,15 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
+        // Fuzz targets (issue 11 §1) and their driver: libFuzzer with `scripts/fuzz`, a replay of
+        // the corpora (Fuzz/corpus) in the plain build.
+        .target(name: "VGPUFuzz", dependencies: [
+            "CShims", "CImportWire", "VirtioCore", "VhostUser", "VirtioGPU", "DisplayChannel", "ControlPlane", "ImportDevice",
+            "VirglRenderer",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "vgpu-fuzz", dependencies: ["VGPUFuzz"], swiftSettings: swiftSettings),
         // Boots real guests under QEMU: initramfs, QMP, serial log, screendumps.
         .target(name: "QEMUHarness", dependencies: [], swiftSettings: swiftSettings),
         // Runs inside test guests: drives the guest kernel's virtio-gpu driver (DRM uapi through CGuestDRM).

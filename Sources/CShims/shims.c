@@ -102,3 +102,95 @@ int vgpu_convert_to_xrgb8888(uint32_t format, void *dst, const void *src, size_t
     }
     return 0;
 }
+
+// MARK: SIGBUS guard (guest RAM whose file shrank under the mapping)
+//
+// A handler has to be C: it runs on whatever thread touched the page and may only use
+// async-signal-safe calls (mmap and write are system calls; no locks, no allocation). Slots
+// are plain atomics; `busy` lets unregister wait out a handler that is reading its slot.
+
+#include <signal.h>
+#include <stdatomic.h>
+
+#define VGPU_GUARD_SLOTS 256
+
+struct vgpu_guard_slot {
+    atomic_int used;
+    atomic_uintptr_t start;
+    atomic_uintptr_t end;
+    atomic_int notify_fd;
+    atomic_int busy;
+    atomic_int faulted;
+};
+
+static struct vgpu_guard_slot vgpu_guard_slots[VGPU_GUARD_SLOTS];
+static struct sigaction vgpu_previous_sigbus;
+static pthread_once_t vgpu_guard_once = PTHREAD_ONCE_INIT;
+
+static void vgpu_sigbus_handler(int sig, siginfo_t *info, void *context) {
+    (void)sig; (void)context;
+    int saved = errno;
+    uintptr_t addr = (uintptr_t)info->si_addr;
+    for (int i = 0; i < VGPU_GUARD_SLOTS; i++) {
+        struct vgpu_guard_slot *s = &vgpu_guard_slots[i];
+        atomic_fetch_add(&s->busy, 1);
+        uintptr_t start = atomic_load(&s->start), end = atomic_load(&s->end);
+        if (start != 0 && addr >= start && addr < end) {
+            // Private zero pages over the whole range: this access and every later one succeed
+            // (reading zeros) until the connection that owns the range is torn down.
+            void *p = mmap((void *)start, end - start, PROT_READ | PROT_WRITE,
+                           MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            int fd = atomic_load(&s->notify_fd);
+            if (p != MAP_FAILED) {
+                atomic_store(&s->faulted, 1);
+                if (fd >= 0) { uint64_t one = 1; ssize_t r = write(fd, &one, sizeof one); (void)r; }
+            }
+            atomic_fetch_sub(&s->busy, 1);
+            if (p != MAP_FAILED) { errno = saved; return; }
+            break;
+        }
+        atomic_fetch_sub(&s->busy, 1);
+    }
+    // Not guest RAM: a real bug. Put the previous handler back; the access faults again into it.
+    sigaction(SIGBUS, &vgpu_previous_sigbus, NULL);
+    errno = saved;
+}
+
+static void vgpu_guard_install(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = vgpu_sigbus_handler;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &vgpu_previous_sigbus);
+}
+
+int vgpu_sigbus_guard_register(void *start, size_t length, int notify_fd) {
+    if (start == NULL || length == 0) return -1;
+    pthread_once(&vgpu_guard_once, vgpu_guard_install);
+    for (int i = 0; i < VGPU_GUARD_SLOTS; i++) {
+        struct vgpu_guard_slot *s = &vgpu_guard_slots[i];
+        int expected = 0;
+        if (!atomic_compare_exchange_strong(&s->used, &expected, 1)) continue;
+        atomic_store(&s->faulted, 0);
+        atomic_store(&s->notify_fd, notify_fd);
+        atomic_store(&s->end, (uintptr_t)start + length);
+        atomic_store(&s->start, (uintptr_t)start);
+        return i;
+    }
+    return -1;
+}
+
+void vgpu_sigbus_guard_unregister(int slot) {
+    if (slot < 0 || slot >= VGPU_GUARD_SLOTS) return;
+    struct vgpu_guard_slot *s = &vgpu_guard_slots[slot];
+    atomic_store(&s->start, 0);
+    while (atomic_load(&s->busy) != 0) { }
+    atomic_store(&s->notify_fd, -1);
+    atomic_store(&s->used, 0);
+}
+
+int vgpu_sigbus_guard_faulted(int slot) {
+    if (slot < 0 || slot >= VGPU_GUARD_SLOTS) return 0;
+    return atomic_load(&vgpu_guard_slots[slot].faulted);
+}

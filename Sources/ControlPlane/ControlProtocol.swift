@@ -260,3 +260,24 @@ public enum ControlCodec {
         try JSONDecoder().decode(ControlResponse.self, from: Data(line))
     }
 }
+
+extension BufferLayout {
+    /// Why the 32-bit pixels this layout describes cannot be read safely from a mapping of an
+    /// fd holding `fileSize` bytes (nil: they can). A client never trusts the server's numbers:
+    /// stride × height may overflow, the offset may push the rows past `size`, and `size` may
+    /// pass the file's end (a mapping past it faults with SIGBUS).
+    public func unreadableReason(fileSize: Int) -> String? {
+        guard width > 0, height > 0 else { return "empty layout \(width)x\(height)" }
+        guard stride >= 0, offset >= 0, size > 0 else { return "negative stride \(stride), offset \(offset) or size \(size)" }
+        let (row, o1) = Int(width).multipliedReportingOverflow(by: 4)
+        guard !o1, stride >= row else { return "stride \(stride) shorter than a row of \(width) pixels" }
+        // The last row needs only its pixels, not a whole stride.
+        let (rows, o2) = stride.multipliedReportingOverflow(by: Int(height) - 1)
+        let (body, o3) = rows.addingReportingOverflow(row)
+        let (end, o4) = body.addingReportingOverflow(offset)
+        guard !o2, !o3, !o4 else { return "stride \(stride) × height \(height) + offset \(offset) overflows" }
+        guard end <= size else { return "offset \(offset) + \(height) rows of stride \(stride) pass the size \(size)" }
+        guard size <= fileSize else { return "size \(size) passes the end of the buffer (\(fileSize) bytes)" }
+        return nil
+    }
+}

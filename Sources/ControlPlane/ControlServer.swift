@@ -97,10 +97,14 @@ public final class ControlServer: Sendable {
             lifecycle?.cancel()
             unlink(path)
         }
+        var acceptPausedUntil = 0.0
         while true {
             if let lifecycle { for e in lifecycle.take().events { holds.drop(e) } }
+            // While accept(2) fails for want of fds the listener stays readable: it is left out
+            // of the poll until the back-off ends, or the loop would spin (issue 11 §4).
+            let listening = monotonicSeconds() >= acceptPausedUntil
             var fds = [pollfd(fd: stopFD.rawValue, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: listener.rawValue, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: listening ? listener.rawValue : -1, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: lifecycle?.wakeFD.rawValue ?? -1, events: Int16(POLLIN), revents: 0)]
             for c in clients {
                 fds.append(pollfd(fd: c.socket.rawValue, events: Int16(POLLIN), revents: 0))
@@ -117,7 +121,7 @@ public final class ControlServer: Sendable {
                 return
             }
             let polled = clients.count   // clients accepted below are polled from the next round
-            if fds[1].revents & Int16(POLLIN) != 0 { acceptClient(&clients) }
+            if fds[1].revents & Int16(POLLIN) != 0, !acceptClient(&clients) { acceptPausedUntil = monotonicSeconds() + 0.1 }
             let now = monotonicSeconds()
             for (i, c) in clients.prefix(polled).enumerated() where !c.closed {
                 let socketEvents = fds[3 + 2 * i].revents
@@ -144,28 +148,38 @@ public final class ControlServer: Sendable {
         _ = shutdown(socket.rawValue, Int32(SHUT_WR))
     }
 
-    private func acceptClient(_ clients: inout [Client]) {
-        guard let socket = try? UnixSocket.accept(listener) else { return }
+    /// Accepts one client; false when accept(2) failed for want of fds or memory (the caller
+    /// pauses accepting for a moment).
+    @discardableResult
+    private func acceptClient(_ clients: inout [Client]) -> Bool {
+        let socket: OwnedFileDescriptor
+        do { socket = try UnixSocket.accept(listener) } catch {
+            guard error == .tooManyOpenFiles || error == .tooManyOpenFilesInSystem || error == .noMemory || error == .noBufferSpace
+            else { return true }
+            peerLog.log(key: "accept", "control socket: accept failed (\(error)); new clients wait until fds are free")
+            return false
+        }
         var tv = timeval(tv_sec: Self.sendTimeout, tv_usec: 0)
         _ = setsockopt(socket.rawValue, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         guard let credentials = PeerCredentials.of(socket: socket.rawValue) else {
             peerLog.log(key: "cred", "control socket: cannot read the peer's credentials (SO_PEERCRED); refused")
             turnAway(socket, ControlError(.permissionDenied, "peer credentials unavailable"))
-            return
+            return true
         }
         guard authorize(credentials) else {
             peerLog.log(key: "refused", "control socket: refused peer \(credentials) (allowed: uid \(getuid()) or root)")
             turnAway(socket, ControlError(.permissionDenied,
                                           "permission denied: uid \(credentials.uid) may not use this control socket (only uid \(getuid()) or root)"))
-            return
+            return true
         }
         guard clients.count < Self.maxClients else {
             peerLog.log(key: "busy", "control socket: \(Self.maxClients) clients connected; refused \(credentials)")
             turnAway(socket, ControlError(.busy, "too many control clients (\(Self.maxClients))"))
-            return
+            return true
         }
         logger.debug("control socket: client \(credentials) connected")
         clients.append(Client(socket: socket, credentials: credentials, key: nextClient.add(1, ordering: .relaxed).newValue))
+        return true
     }
 
     private func close(_ c: Client) {

@@ -237,8 +237,15 @@ struct Dump: ParsableCommand {
             let client = try connection.connect()
             let (result, fd) = try client.call(.dump, resource: resource)
             guard let b = result.buffer, let fd else { fail(ControlClientError.protocolError("dump reply without a buffer fd")) }
-            guard let format = DRMFourCC.format(named: b.fourcc), b.stride >= Int(b.width) * 4, b.size >= b.stride * Int(b.height) else {
-                fail(ControlClientError.protocolError("unexpected layout \(b.fourcc) stride \(b.stride) size \(b.size)"))
+            guard let format = DRMFourCC.format(named: b.fourcc) else {
+                fail(ControlClientError.protocolError("unexpected format \(b.fourcc)"))
+            }
+            // The server's numbers are checked against each other and against the fd's real
+            // size: mapping or reading past the file's end would kill vgpuctl with SIGBUS.
+            var st = stat()
+            guard fstat(fd.rawValue, &st) == 0 else { fail(ControlClientError.protocolError("fstat: \(String(cString: strerror(errno)))")) }
+            if let reason = b.unreadableReason(fileSize: Int(st.st_size)) {
+                fail(ControlClientError.protocolError("unexpected layout: \(reason)"))
             }
             guard let p = mmap(nil, b.size, PROT_READ, MAP_SHARED, fd.rawValue, 0), p != MAP_FAILED else {
                 fail(ControlClientError.protocolError("cannot map the buffer: \(String(cString: strerror(errno)))"))

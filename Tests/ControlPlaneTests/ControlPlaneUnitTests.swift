@@ -168,3 +168,29 @@ import Glibc
         }
     }
 }
+
+/// Issue 11 §3.6: `vgpuctl dump` checks the server's layout before mapping (before: stride ×
+/// height was trusted, could overflow and trap, and the offset was ignored in the bound).
+@Suite struct DumpLayoutTests {
+    func layout(width: UInt32 = 4, height: UInt32 = 2, stride: Int = 16, offset: Int = 0, size: Int = 32) -> BufferLayout {
+        BufferLayout(uuid: nil, device: 1, resource: 1, handleType: "memfd", format: "B8G8R8X8_UNORM", fourcc: "XR24",
+                     drmFormat: 0, width: width, height: height, stride: stride, offset: offset, size: size, modifier: 0)
+    }
+
+    @Test func honestLayoutsPass() {
+        #expect(layout().unreadableReason(fileSize: 32) == nil)
+        #expect(layout(offset: 8, size: 40).unreadableReason(fileSize: 4096) == nil)
+        // The last row needs only its pixels.
+        #expect(layout(stride: 32, size: 48).unreadableReason(fileSize: 48) == nil)
+    }
+
+    @Test func lyingLayoutsAreRefused() {
+        #expect(layout(offset: 8).unreadableReason(fileSize: 32) != nil, "offset pushes the rows past size")
+        #expect(layout(size: 32).unreadableReason(fileSize: 16) != nil, "size passes the fd's end (SIGBUS)")
+        #expect(layout(stride: .max).unreadableReason(fileSize: .max) != nil, "stride × height overflows")
+        #expect(layout(stride: 8).unreadableReason(fileSize: 32) != nil, "stride shorter than a row")
+        #expect(layout(offset: -4).unreadableReason(fileSize: 32) != nil)
+        #expect(layout(width: 0).unreadableReason(fileSize: 32) != nil)
+        #expect(layout(offset: .max).unreadableReason(fileSize: .max) != nil)
+    }
+}

@@ -257,10 +257,11 @@ import VirtioGPU
             _ = try rig.makeResource(id: 5, format: VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM.rawValue, width: w, height: h, pixels: first)
             try rig.check(d.setScanout(0, id: 5, rect: VirtioGPUDriver.rect(0, 0, w, h)), "scanout")
             try rig.check(d.flush(id: 5, rect: VirtioGPUDriver.rect(0, 0, w, h)), "flush")
-            #expect(rig.peer.waitFor(timeout: .seconds(5)) { $0.framebuffers[0]?.pixels.count == first.count })
-            let shown = rig.peer.state.framebuffers[0]?.pixels ?? []
-            // X bytes are not kept by the texture: compare B, G, R.
+            // X bytes are not kept by the texture: compare B, G, R. The SCANOUT alone makes a
+            // zero frame of the right size in the peer: wait for the UPDATE's pixels.
             func bgr(_ p: [UInt8]) -> [UInt8] { p.enumerated().filter { $0.offset % 4 != 3 }.map(\.element) }
+            #expect(rig.peer.waitFor(timeout: .seconds(5)) { bgr($0.framebuffers[0]?.pixels ?? []) == bgr(first) })
+            let shown = rig.peer.state.framebuffers[0]?.pixels ?? []
             #expect(bgr(shown) == bgr(first))
             let uuidResponse = try d.assignUUID(id: 5)
             #expect(uuidResponse.type == VIRTIO_GPU_RESP_OK_RESOURCE_UUID.rawValue)

@@ -75,6 +75,19 @@ int vgpu_memfd_add_seals(int fd, int seals);
 int vgpu_memfd_get_seals(int fd);
 int vgpu_F_SEAL_SHRINK(void);
 int vgpu_F_SEAL_GROW(void);
+// MARK: SIGBUS guard over guest RAM a frontend may shrink (issue 11 §3.1)
+
+/// Registers [start, start + length) as guest RAM whose file may shrink under the mapping
+/// (an unsealed memfd). A SIGBUS inside it maps zero pages over the whole range (the faulting
+/// access is retried and reads zeros), marks the slot faulted and writes 1 to `notify_fd` (an
+/// eventfd, or -1). Installs the SIGBUS handler on first use; faults outside every registered
+/// range go to the handler that was there before. Returns a slot (>= 0), or -1 if all are used.
+int vgpu_sigbus_guard_register(void *start, size_t length, int notify_fd);
+/// Unregisters a slot; returns once no handler is using it (the caller may then munmap).
+void vgpu_sigbus_guard_unregister(int slot);
+/// Whether a SIGBUS was caught in the slot's range.
+int vgpu_sigbus_guard_faulted(int slot);
+
 /// O_CLOEXEC | O_RDWR for DRM_IOCTL_PRIME_HANDLE_TO_FD and DMA_HEAP_IOCTL_ALLOC's fd_flags.
 uint32_t vgpu_dmabuf_fd_flags(void);
 

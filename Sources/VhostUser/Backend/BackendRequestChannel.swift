@@ -107,23 +107,18 @@ public final class BackendRequestChannel: Sendable {
 
     /// The frontend's reply to `request` (REPLY flag, u64 payload), or nil on timeout, interrupt,
     /// EOF or a message that is not that reply.
+    /// Every byte of the reply, header and payload, comes under the same deadline and interrupt:
+    /// a peer that sends half a message cannot hold the send lock (issue 11 §3.4).
     private func awaitReply(_ request: VhostUserBackendRequest) -> VhostUserMessage? {
-        var fds = [pollfd(fd: socket.rawValue, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: wake.rawValue, events: Int16(POLLIN), revents: 0)]
         let deadline = monotonicSeconds() + ackTimeout
-        while true {
-            let left = deadline - monotonicSeconds()
-            guard left > 0 else { return nil }
-            let n = poll(&fds, 2, Int32(min(left * 1000, 1_000_000)) + 1)
-            if n < 0 { if errno == EINTR { continue }; return nil }
-            if n == 0 { continue }
-            if fds[1].revents != 0 { EventFD.drain(wake.rawValue); return nil }
-            guard fds[0].revents != 0 else { continue }
-            guard let m = try? VhostUserMessage.read(from: socket.rawValue),
-                  m.header.request == request.rawValue, m.header.flags & VhostUserHeaderFlags.reply != 0, m.payload.count == 8
-            else { return nil }
-            return m
+        let m: VhostUserMessage?
+        do { m = try VhostUserMessage.read(from: socket.rawValue, until: deadline, wake: wake.rawValue) } catch {
+            if error == .canceled { EventFD.drain(wake.rawValue) }
+            return nil
         }
+        guard let m, m.header.request == request.rawValue, m.header.flags & VhostUserHeaderFlags.reply != 0, m.payload.count == 8
+        else { return nil }
+        return m
     }
 
     /// Ends a wait in progress (queues are being stopped and QEMU waits on the connection).

@@ -1,3 +1,4 @@
+import CShims
 import Logging
 import Synchronization
 import SystemPackage
@@ -24,6 +25,9 @@ public final class VhostUserConnection: Sendable {
     private let state: Mutex<State>
     /// Seconds a backend-channel send waits for the frontend's ack.
     private let backendAckTimeout: Double
+    /// Signalled by the SIGBUS guard when guest RAM this connection mapped shrank under the
+    /// mapping (issue 11 §3.1): the connection is dropped, the process and other devices live.
+    private let faultSignal: OwnedFileDescriptor?
 
     struct Vring {
         var size: UInt16 = 0
@@ -46,6 +50,7 @@ public final class VhostUserConnection: Sendable {
     public init(socket: OwnedFileDescriptor, device: any VhostUserDevice, logger: Logger, backendAckTimeout: Double = 1.0) {
         self.socket = socket
         self.backendAckTimeout = backendAckTimeout
+        self.faultSignal = try? EventFD.make()
         self.device = device
         self.log = RateLimitedLogger(logger: logger)
         self.state = Mutex(State(vrings: Array(repeating: Vring(), count: device.queueCount)))
@@ -65,11 +70,16 @@ public final class VhostUserConnection: Sendable {
         while true {
             let message: VhostUserMessage
             do {
-                guard let m = try VhostUserMessage.read(from: socket.rawValue) else {
+                guard let m = try VhostUserMessage.read(from: socket.rawValue, until: nil, wake: faultSignal?.rawValue) else {
                     log.logger.info("frontend disconnected")
                     return
                 }
                 message = m
+            } catch .canceled {
+                let regions = state.withLock { $0.regions }.filter { ($0.mapping as? SharedFileMapping)?.faulted == true }
+                    .map { "0x\(String($0.guestStart.raw, radix: 16))+0x\(String($0.size, radix: 16))" }
+                log.logger.error("guest RAM shrank under its mapping (SIGBUS caught in \(regions.joined(separator: ", "))): the frontend broke the memory contract; connection dropped")
+                return
             } catch {
                 log.logger.warning("connection closed: \(error)")
                 return
@@ -445,8 +455,21 @@ public final class VhostUserConnection: Sendable {
     private func map(_ r: MemoryRegionPayload, fd: OwnedFileDescriptor, request: String) throws(VhostUserMessageError) -> GuestMemoryRegion {
         let (length, overflow) = r.size.addingReportingOverflow(r.mmapOffset)
         guard r.size > 0, !overflow, length <= UInt64(Int.max) else { throw .invalidPayload(request: request, "region size \(r.size) offset \(r.mmapOffset)") }
+        // A mapping past the end of its file faults (SIGBUS) on first touch: refuse a region
+        // the fd cannot hold (issue 11 §3.1).
+        var st = stat()
+        guard fstat(fd.rawValue, &st) == 0 else { throw .failed(request: request, "fstat: errno \(errno)") }
+        if st.st_mode & S_IFMT == S_IFREG, UInt64(max(st.st_size, 0)) < length {
+            throw .invalidPayload(request: request, "region needs \(length) bytes (offset \(r.mmapOffset) + size \(r.size)) but its fd holds \(st.st_size)")
+        }
+        // A file that can still shrink (unsealed memfd, plain file) could make later accesses
+        // fault: guard the mapping. QEMU's memory-backend-memfd seals by default (seal=on:
+        // F_SEAL_SHRINK | F_SEAL_GROW), and such RAM needs no guard.
+        let seals = vgpu_memfd_get_seals(fd.rawValue)
+        let sealed = seals >= 0 && seals & vgpu_F_SEAL_SHRINK() != 0
+        if !sealed && faultSignal == nil { throw .failed(request: request, "no eventfd for the SIGBUS guard of an unsealed region") }
         let mapping: SharedFileMapping
-        do { mapping = try SharedFileMapping(file: fd, length: Int(length)) } catch {
+        do { mapping = try SharedFileMapping(file: fd, length: Int(length), faultSignal: sealed ? nil : faultSignal) } catch {
             throw .failed(request: request, "mmap of \(length) bytes: \(error)")
         }
         return GuestMemoryRegion(guestStart: GuestPhysicalAddress(r.guestAddress), size: r.size,

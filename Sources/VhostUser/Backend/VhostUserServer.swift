@@ -1,6 +1,9 @@
 import Logging
 import Synchronization
 import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Accepts vhost-user frontends on a listening socket, one at a time (vhost-user is one
 /// frontend per socket), each served by a fresh device from `makeDevice`.
@@ -18,10 +21,25 @@ public final class VhostUserServer: Sendable {
     /// Serves frontends until accept fails or `shouldContinue` says stop (checked after each one).
     public func serve(shouldContinue: @Sendable () -> Bool = { true }) throws(Errno) {
         repeat {
-            let socket = try UnixSocket.accept(listener)
+            let socket = try acceptRetryingExhaustion()
             logger.info("frontend connected")
             VhostUserConnection(socket: socket, device: makeDevice(), logger: logger).run()
         } while shouldContinue()
+    }
+
+    /// accept(2), waiting out a lack of fds or memory: that is a moment, not the end; the
+    /// frontend waits in the backlog while fds are released (issue 11 §4, `ulimit -n 64`).
+    private func acceptRetryingExhaustion() throws(Errno) -> OwnedFileDescriptor {
+        var logged = false
+        while true {
+            do { return try UnixSocket.accept(listener) } catch {
+                guard error == .tooManyOpenFiles || error == .tooManyOpenFilesInSystem || error == .noMemory
+                        || error == .noBufferSpace || error == .connectionAbort else { throw error }
+                if !logged { logger.warning("accept failed (\(error)); retrying every 100 ms until fds are free") }
+                logged = true
+                usleep(100_000)
+            }
+        }
     }
 
     /// Serves several listening sockets at once (several devices in one process), one thread

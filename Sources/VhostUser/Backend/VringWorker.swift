@@ -18,17 +18,19 @@ public final class GuestMemoryPublisher: Sendable {
 /// put in the used ring by the queue's own worker, the only thread that touches the ring.
 public final class QueueCompletions: Sendable {
     private let pending = Mutex<[(head: UInt16, length: UInt32)]>([])
-    private let wake: Int32
+    /// The worker's wake eventfd, owned (shared with the worker): a fence that signals after
+    /// the worker is gone writes into this eventfd, never into an fd number reused since.
+    private let wake: OwnedFileDescriptor
     private let closed = Atomic<Bool>(false)
 
-    init(wake: Int32) { self.wake = wake }
+    init(wake: OwnedFileDescriptor) { self.wake = wake }
 
     /// Returns chain `head` to the driver with `length` bytes written. Ignored once the worker
     /// stopped (the vring base was handed back; the driver resets the queue before reuse).
     public func complete(head: UInt16, length: UInt32) {
         guard !closed.load(ordering: .acquiring) else { return }
         pending.withLock { $0.append((head, length)) }
-        EventFD.signal(wake)
+        EventFD.signal(wake.rawValue)
     }
 
     /// The chains handed back since the last call. Runs on every wake of the worker: nothing
@@ -67,7 +69,7 @@ final class VringWorker: Sendable {
         self.index = index
         self.kick = kick
         self.wake = try EventFD.make()
-        self.completions = QueueCompletions(wake: wake.rawValue)
+        self.completions = QueueCompletions(wake: wake)
         self.call = Mutex(call)
         self.enabled = Atomic(enabled)
         finalAvail.store(queue.nextAvail, ordering: .relaxed)

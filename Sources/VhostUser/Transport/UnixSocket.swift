@@ -40,6 +40,24 @@ public enum UnixSocket {
         return (OwnedFileDescriptor(fds[0]), OwnedFileDescriptor(fds[1]))
     }
 
+    /// Waits until `fd` is readable (or hung up), at most until `deadline`, or until `wake` is.
+    public static func waitReadable(_ fd: Int32, until deadline: Double?, wake: Int32?) throws(Errno) {
+        var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake ?? -1, events: Int16(POLLIN), revents: 0)]
+        while true {
+            var ms: Int32 = -1
+            if let deadline {
+                let left = deadline - monotonicSeconds()
+                guard left > 0 else { throw .timedOut }
+                ms = Int32(min(left * 1000, 1_000_000)) + 1
+            }
+            fds[0].revents = 0; fds[1].revents = 0
+            let n = poll(&fds, 2, ms)
+            if n < 0 { if errno == EINTR { continue }; throw Errno(rawValue: errno) }
+            if fds[1].revents != 0 { throw .canceled }
+            if fds[0].revents != 0 { return }
+        }
+    }
+
     private static func address(_ path: String) throws(Errno) -> sockaddr_un {
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
@@ -68,10 +86,18 @@ public enum UnixSocket {
     /// Reads exactly `count` bytes; collects fds that arrive with them. Returns nil on EOF at a
     /// message boundary (`count` bytes not started).
     public static func receive(_ fd: Int32, count: Int, fds: inout [OwnedFileDescriptor]) throws(Errno) -> [UInt8]? {
+        try receive(fd, count: count, fds: &fds, until: nil)
+    }
+
+    /// `receive`, but every wait for bytes ends at `until` (`timedOut`) or when `wake` becomes
+    /// readable (`canceled`): a peer that sends half a message cannot hold the caller.
+    public static func receive(_ fd: Int32, count: Int, fds: inout [OwnedFileDescriptor], until deadline: Double?,
+                               wake: Int32? = nil) throws(Errno) -> [UInt8]? {
         var buffer = [UInt8](repeating: 0, count: count)
         var got = 0
         var raw = [Int32](repeating: -1, count: 16)
         while got < count {
+            if deadline != nil || wake != nil { try waitReadable(fd, until: deadline, wake: wake) }
             var nfds: Int32 = 0, truncated: Int32 = 0
             let n = buffer.withUnsafeMutableBytes { b in
                 raw.withUnsafeMutableBufferPointer { r in
@@ -105,11 +131,18 @@ public struct VhostUserMessage: Sendable {
 
     /// Reads one message. nil on orderly EOF.
     public static func read(from fd: Int32) throws(Errno) -> VhostUserMessage? {
+        try read(from: fd, until: nil)
+    }
+
+    /// Reads one message; every wait ends at `deadline` (`timedOut`) or when `wake` is readable
+    /// (`canceled`), the header's and the payload's alike. nil on orderly EOF.
+    public static func read(from fd: Int32, until deadline: Double?, wake: Int32? = nil) throws(Errno) -> VhostUserMessage? {
         var fds: [OwnedFileDescriptor] = []
-        guard let headerBytes = try UnixSocket.receive(fd, count: VhostUserHeader.size, fds: &fds) else { return nil }
+        guard let headerBytes = try UnixSocket.receive(fd, count: VhostUserHeader.size, fds: &fds, until: deadline, wake: wake)
+        else { return nil }
         let header = headerBytes.withUnsafeBytes { VhostUserHeader(bytes: $0) }
         guard Int(header.size) <= maxPayload else { throw .messageTooLong }
-        let payload = header.size == 0 ? [] : (try UnixSocket.receive(fd, count: Int(header.size), fds: &fds) ?? [])
+        let payload = header.size == 0 ? [] : (try UnixSocket.receive(fd, count: Int(header.size), fds: &fds, until: deadline, wake: wake) ?? [])
         guard payload.count == Int(header.size) else { throw .connectionReset }
         return VhostUserMessage(header: header, payload: payload, fds: fds)
     }

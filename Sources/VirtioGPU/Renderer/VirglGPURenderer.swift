@@ -39,10 +39,16 @@ public final class VirglGPURenderer: GPURenderer3D {
         /// The texture as a dmabuf, where virglrenderer could export it.
         var texture: ScanoutDMABuffer?
         var exported: HostBufferInfo?
+        /// Bytes counted against `limits.maxTotalBytes` for this resource: the texture's
+        /// estimated size (`VirglResourceSize`) plus the export shadow, if any.
+        var accountedBytes: UInt64 = 0
         var format: PixelFormat? { PixelFormat(wire: args.format) }
     }
 
     private let table = Mutex<[ResourceID: Record]>([:])
+    /// Sum of every record's `accountedBytes`. Only changed with `table` locked (lock order:
+    /// table, then this), so a check and the insert that follows it cannot interleave.
+    private let accounted = Mutex<UInt64>(0)
     private let scratch = Mutex(ScratchBuffer())
     private let fences = FencePoller()
 
@@ -126,17 +132,45 @@ public final class VirglGPURenderer: GPURenderer3D {
         try table.withLock { (t: inout [ResourceID: Record]) throws(GPUFailure) in
             guard t[id] == nil else { throw .invalidResourceID("\(id) already exists") }
             guard t.count < limits.maxResources else { throw .outOfMemory("resource count cap \(limits.maxResources) reached") }
-            guard bytes <= limits.maxResourceBytes else { throw .outOfMemory("resource of \(bytes) bytes exceeds the per-resource cap") }
-            try onRenderThread { try $0.createResource(args) }
-            t[id] = Record(args: args)
+            guard bytes <= limits.maxResourceBytes else {
+                throw .outOfMemory("resource of \(bytes) bytes exceeds the per-resource cap of \(limits.maxResourceBytes)")
+            }
+            try reserve(bytes)
+            do throws(GPUFailure) { try onRenderThread { try $0.createResource(args) } } catch {
+                release(bytes)
+                throw error
+            }
+            var record = Record(args: args)
+            record.accountedBytes = bytes
+            t[id] = record
         }
     }
 
+    /// Counts `bytes` against the device's total cap (--max-resource-memory), or throws
+    /// ERR_OUT_OF_MEMORY's failure. Called with `table` locked.
+    private func reserve(_ bytes: UInt64) throws(GPUFailure) {
+        try accounted.withLock { (total: inout UInt64) throws(GPUFailure) in
+            guard bytes <= limits.maxTotalBytes, total <= limits.maxTotalBytes - bytes else {
+                throw .outOfMemory("\(bytes) bytes would pass the device cap of \(limits.maxTotalBytes) (in use: \(total))")
+            }
+            total += bytes
+        }
+    }
+
+    private func release(_ bytes: UInt64) { accounted.withLock { $0 -= min($0, bytes) } }
+
+    /// Bytes counted against the total cap now (tests, inspection).
+    public var accountedBytes: UInt64 { accounted.withLock { $0 } }
+
     public func destroyResource(_ id: ResourceID) throws(GPUFailure) {
+        guard table.withLock({ $0[id] }) != nil else { throw .invalidResourceID("\(id) does not exist") }
+        // The render thread detaches the iovecs first; only then may the record (which keeps
+        // the guest memory map they point into alive) go.
+        let destroyed = Result { () throws(GPUFailure) in try onRenderThread { try $0.destroyResource(id.raw) } }
         let removed = table.withLock { $0.removeValue(forKey: id) }
-        guard removed != nil else { throw .invalidResourceID("\(id) does not exist") }
-        // destroyResource takes the backing back first (virglrenderer only borrows it).
-        try onRenderThread { try $0.destroyResource(id.raw) }
+        if let removed { release(removed.accountedBytes) }
+        withExtendedLifetime(removed) {}
+        try destroyed.get()
     }
 
     public func attachBacking(_ id: ResourceID, _ backing: BackingStore) throws(GPUFailure) {
@@ -220,15 +254,17 @@ public final class VirglGPURenderer: GPURenderer3D {
     }
 
     public func copyCursorImage(_ id: ResourceID, into destination: UnsafeMutableRawPointer) throws(GPUFailure) {
-        let found = table.withLock { $0[id] }
-        try onRenderThread { core throws in try Self.readCursor(core, id, found, into: destination) }
+        try onRenderThread { core throws in try Self.readCursor(core, id, into: destination) }
     }
 
     /// Reads a 64×64 resource as ARGB8888 (bytes B,G,R,A) on the render thread.
-    static func readCursor(_ core: VirglRendererCore, _ id: ResourceID, _ record: Record?, into destination: UnsafeMutableRawPointer) throws {
-        guard let res = record else { throw VirglError.unknownResource(id.raw) }
-        guard res.args.width == 64, res.args.height == 64, let format = res.format else {
-            throw VirglError.outOfBounds("cursor \(id) is \(res.args.width)x\(res.args.height) in virgl format \(res.args.format), not 64x64 32-bit")
+    /// Runs on the render thread and checks the resource as the render thread knows it now
+    /// (`core.resourceArgs`): a snapshot taken when the job was queued may be stale (the
+    /// resource destroyed and re-created with another size since).
+    static func readCursor(_ core: VirglRendererCore, _ id: ResourceID, into destination: UnsafeMutableRawPointer) throws {
+        guard let args = core.resourceArgs(id.raw) else { throw VirglError.unknownResource(id.raw) }
+        guard args.width == 64, args.height == 64, args.target == VirglTarget.texture2D, let format = PixelFormat(wire: args.format) else {
+            throw VirglError.outOfBounds("cursor \(id) is \(args.width)x\(args.height) in virgl format \(args.format), not 64x64 32-bit")
         }
         try core.readPixels(id.raw, box: VirglBox(width: 64, height: 64), stride: 256,
                             into: UnsafeMutableRawBufferPointer(start: destination, count: CursorBuffer.byteCount))
@@ -247,10 +283,9 @@ public final class VirglGPURenderer: GPURenderer3D {
 
     public func withCursorImageAsync(_ id: ResourceID, into destination: CursorBuffer,
                                      deliver: @escaping @Sendable (Result<Void, GPUFailure>) -> Void) {
-        let found = table.withLock { $0[id] }
         let queued = virgl.post { core in
             do {
-                try Self.readCursor(core, id, found, into: destination.pixels)
+                try Self.readCursor(core, id, into: destination.pixels)
                 deliver(.success(()))
             } catch {
                 deliver(.failure(Self.failure(error)))
@@ -291,7 +326,8 @@ public final class VirglGPURenderer: GPURenderer3D {
         let info: HostBufferInfo
         if res.format != nil, res.args.target == VirglTarget.texture2D,
            let bytes = Resource2D.byteCount(width: res.args.width, height: res.args.height), let length = Int(exactly: bytes),
-           let shadow = try? HostPixelStorage(length: length, name: "vgpu:\(id.raw)") {
+           reserveShadow(id, bytes: bytes, reason: &reason),
+           let shadow = Self.makeShadow(length: length, name: "vgpu:\(id.raw)", onFailure: { self.releaseShadow(id, bytes: bytes) }) {
             table.withLock { $0[id]?.shadow = shadow }
             refreshShadow(shadow, res)
             info = HostBufferInfo(kind: .memfd, size: shadow.buffer.size, coherency: .onFlush, source: .hostCopy, exported: true,
@@ -302,6 +338,34 @@ public final class VirglGPURenderer: GPURenderer3D {
         }
         table.withLock { $0[id]?.exported = info }
         return info
+    }
+
+    /// Counts an export shadow of `bytes` against the total cap, on the record; false (with
+    /// `reason` extended) past the cap: the export then reports no host buffer.
+    private func reserveShadow(_ id: ResourceID, bytes: UInt64, reason: inout String) -> Bool {
+        let outcome = table.withLock { (t: inout [ResourceID: Record]) -> String? in
+            guard t[id] != nil else { return "\(id) is gone" }
+            do { try reserve(bytes) } catch { return "export shadow: \(error)" }
+            t[id]!.accountedBytes += bytes
+            return nil
+        }
+        guard let outcome else { return true }
+        reason += "; \(outcome)"
+        return false
+    }
+
+    private func releaseShadow(_ id: ResourceID, bytes: UInt64) {
+        table.withLock { t in
+            guard t[id] != nil else { return }
+            t[id]!.accountedBytes -= min(t[id]!.accountedBytes, bytes)
+            release(bytes)
+        }
+    }
+
+    private static func makeShadow(length: Int, name: String, onFailure: () -> Void) -> HostPixelStorage? {
+        if let shadow = try? HostPixelStorage(length: length, name: name) { return shadow }
+        onFailure()
+        return nil
     }
 
     public func scanoutDMABuffer(_ id: ResourceID) -> ScanoutDMABuffer? {
@@ -346,8 +410,15 @@ public final class VirglGPURenderer: GPURenderer3D {
 
     public func reset() {
         fences.dropAll()
-        table.withLock { $0.removeAll() }
+        // The records (and the guest memory maps their iovecs point into) outlive virglrenderer's
+        // reset, which detaches those iovecs on the render thread.
+        let dropped = table.withLock { t -> [ResourceID: Record] in
+            defer { t.removeAll() }
+            return t
+        }
         try? virgl.sync { $0.reset() }
+        accounted.withLock { $0 = 0 }
+        withExtendedLifetime(dropped) {}
         scratch.withLock { $0.release() }
     }
 
@@ -385,10 +456,10 @@ public final class VirglGPURenderer: GPURenderer3D {
         let args = VirglResourceCreate3D(resourceID: c.resource_id, target: c.target, format: c.format, bind: c.bind,
                                          width: c.width, height: c.height, depth: c.depth, arraySize: c.array_size,
                                          lastLevel: c.last_level, sampleCount: c.nr_samples, flags: c.flags)
-        // A rough size for the cap (16 bytes a texel, every layer, no mips): GL memory is not ours to count.
-        let (a, o1) = UInt64(c.width).multipliedReportingOverflow(by: UInt64(c.height))
-        let (b, o2) = a.multipliedReportingOverflow(by: UInt64(max(c.depth, 1)) * UInt64(max(c.array_size, 1)))
-        try create(id, args, bytes: o1 || o2 ? .max : b)
+        // GL memory is virglrenderer's, but the guest's asking is ours to cap: the size the
+        // host will need at most (every texel, mip level, layer and sample) counts against
+        // the per-resource and total caps.
+        try create(id, args, bytes: VirglResourceSize.bytes(args) ?? .max)
     }
 
     public func transferToHost3D(_ t: virtio_gpu_transfer_host_3d, context: UInt32) throws(GPUFailure) {

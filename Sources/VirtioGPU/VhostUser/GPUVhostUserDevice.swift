@@ -38,6 +38,10 @@ public final class GPUVhostUserDevice: VhostUserDevice {
     private let directory: DeviceDirectory?
     /// How each display channel QEMU hands over is driven (reply bounds).
     private let displayOptions: VhostUserGPUDisplay.Options
+    /// Re-shows the heads after each GPU_SET_SOCKET, one refresh at a time (issue 11 §3.3).
+    private let refresher: CoalescedRefresh
+    /// Refresh threads started so far (tests: a GPU_SET_SOCKET flood starts few).
+    public var refreshThreadsStarted: Int { refresher.threadsStarted }
 
     /// With a `directory`, the device is listed there (for the control socket) from now until
     /// the frontend disconnects; `label` says where it is served. With `sharedObjectLookup`,
@@ -50,6 +54,7 @@ public final class GPUVhostUserDevice: VhostUserDevice {
                 sharedObjectLookup: Bool = false, displayOptions: VhostUserGPUDisplay.Options = .init()) {
         self.displayOptions = displayOptions
         self.processor = processor
+        refresher = CoalescedRefresh { [processor] in processor.refreshDisplay() }
         self.logger = logger
         self.directory = directory
         // The closure holds the device weakly: the directory must not keep it alive.
@@ -194,8 +199,7 @@ public final class GPUVhostUserDevice: VhostUserDevice {
         logger.info("display channel connected")
         // Re-show the heads on the new channel, off this thread: QEMU reads the display socket
         // only once it is back in its main loop, after the rest of the start sequence.
-        let processor = self.processor
-        startThread(name: "vgpu-refresh") { processor.refreshDisplay() }
+        refresher.request()
         return .done
     }
 
