@@ -17,6 +17,15 @@
 // - Per head, order is kept: a SCANOUT is sent before any image given after it, and images given
 //   before a SCANOUT are dropped (they belong to the surface it replaces).
 // - dmabuf messages wait until the head's mailbox is empty, so they never overtake pixels.
+//
+// Deferred updates (`update(scanout:rect:source:)`): the caller names where the pixels are (a
+// `MailboxPixelSource`, the resource's host copy) instead of copying them, and the sender pulls
+// them into the head's image when it is about to send it. A flood of flushes then costs no copy
+// per flush, only one per image actually sent. What the display may observe then: for each
+// flushed rect, the source as it was at the flush: whoever changes the source (a transfer into
+// the resource) calls `pullDeferred` first, so the pull happens before the change, and the
+// source copies under the lock its writers hold (never torn). So everything above still holds;
+// only the copy moves from the flush to the send, or to the next write of the source.
 
 import CShims
 import Dispatch
@@ -25,6 +34,15 @@ import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// Where a deferred update's pixels are: the sender asks for them when it sends the image.
+public protocol MailboxPixelSource: AnyObject, Sendable {
+    /// Copies `rect` (head coordinates) as XRGB8888 to `destination`, which points at the rect's
+    /// first pixel, rows `pitch` bytes apart. False when the pixels are gone (nothing written).
+    /// Called on the sender thread (or in `update`), with the mailbox's lock held: it must not
+    /// call back into the mailbox.
+    func copy(_ rect: PixelRect, to destination: UnsafeMutableRawPointer, pitch: Int) -> Bool
+}
 
 /// A `DisplaySink` in front of another sink (the vhost-user display channel) that makes
 /// `update` a copy into a mailbox: see the notes at the top of this file. Requests and replies
@@ -80,6 +98,9 @@ public final class MailboxDisplay: DisplaySink {
         var stale: PixelRect?
         /// The sender is reading `front`.
         var sending = false
+        /// Deferred update: the region of `dirty` still to be pulled from `source` into `back`.
+        var pending: PixelRect?
+        var source: (any MailboxPixelSource)?
 
         var hasWork: Bool { scanoutOwed || dirty != nil }
     }
@@ -187,6 +208,8 @@ public final class MailboxDisplay: DisplaySink {
             h.height = enable ? height : 0
             h.scanoutOwed = true
             h.dirty = nil
+            h.pending = nil
+            h.source = nil
             s.heads[Int(id)] = h
             return true
         }
@@ -204,25 +227,75 @@ public final class MailboxDisplay: DisplaySink {
             let (w, h) = (s.heads[i].width, s.heads[i].height)
             guard w > 0, h > 0, UInt64(rect.x) + UInt64(rect.width) <= UInt64(w),
                   UInt64(rect.y) + UInt64(rect.height) <= UInt64(h) else { return false }
-            let pitch = Int(w) * 4
-            guard s.heads[i].back.reserve(pitch * Int(h)), let back = s.heads[i].back.base else { return false }
-            if let lag = s.heads[i].stale {
-                if !rect.contains(lag), let front = s.heads[i].front.base {
-                    // Safety: `lag` lies within the surface (it was a sent rect of the same
-                    // layout); the sender only reads `front`, so reading it here is safe.
-                    Self.copy(lag, from: UnsafeRawPointer(front + Int(lag.y) * pitch + Int(lag.x) * 4), stride: pitch,
-                              to: back, pitch: pitch)
-                }
-                s.heads[i].stale = nil
-            }
+            // Older deferred pixels go in first: these are newer.
+            Self.pullPending(&s.heads[i])
+            guard let back = Self.prepareBack(&s.heads[i], writing: rect) else { return false }
             // Safety: `rect` lies within the surface, and the caller guarantees `rect.height`
             // rows of `rect.width * 4` bytes at `pixels`, `stride` apart.
-            Self.copy(rect, from: pixels, stride: stride, to: back, pitch: pitch)
+            Self.copy(rect, from: pixels, stride: stride, to: back, pitch: Int(w) * 4)
             s.heads[i].dirty = s.heads[i].dirty.map { $0.union(rect) } ?? rect
             s.imagesIn &+= 1
             return true
         }
         if queued { work.signal() }
+    }
+
+    /// A deferred update: `rect` of the head will show `source`'s pixels as they are when the
+    /// sender takes the image (see the notes at the top of this file). Nothing is copied now.
+    /// Dropped when the head has no surface or the rect does not lie within it.
+    public func update(scanout id: UInt32, rect: PixelRect, source: any MailboxPixelSource) {
+        guard Int(id) < Self.maxHeads, rect.width > 0, rect.height > 0 else { return }
+        let queued = state.withLock { s -> Bool in
+            guard !s.closing else { return false }
+            let i = Int(id)
+            let (w, h) = (s.heads[i].width, s.heads[i].height)
+            guard w > 0, h > 0, UInt64(rect.x) + UInt64(rect.width) <= UInt64(w),
+                  UInt64(rect.y) + UInt64(rect.height) <= UInt64(h) else { return false }
+            if let old = s.heads[i].source, old !== source { Self.pullPending(&s.heads[i]) }
+            s.heads[i].source = source
+            s.heads[i].pending = s.heads[i].pending.map { $0.union(rect) } ?? rect
+            s.heads[i].dirty = s.heads[i].dirty.map { $0.union(rect) } ?? rect
+            s.imagesIn &+= 1
+            return true
+        }
+        if queued { work.signal() }
+    }
+
+    /// Pulls head `id`'s deferred pixels from their source now (before the caller changes the
+    /// source: a transfer into the resource shown), so the image keeps the pixels of its flush.
+    public func pullDeferred(scanout id: UInt32) {
+        guard Int(id) < Self.maxHeads else { return }
+        state.withLock { s in
+            guard !s.closing, s.heads[Int(id)].pending != nil else { return }
+            Self.pullPending(&s.heads[Int(id)])
+        }
+    }
+
+    /// `back`, sized for the head, brought up to date where it lags `front` (except inside
+    /// `rect`, which the caller is about to write). Nil when it cannot be had.
+    private static func prepareBack(_ head: inout Head, writing rect: PixelRect) -> UnsafeMutableRawPointer? {
+        let pitch = Int(head.width) * 4
+        guard head.back.reserve(pitch * Int(head.height)), let back = head.back.base else { return nil }
+        if let lag = head.stale {
+            if !rect.contains(lag), let front = head.front.base {
+                // Safety: `lag` lies within the surface (it was a sent rect of the same
+                // layout); the sender only reads `front`, so reading it here is safe.
+                copy(lag, from: UnsafeRawPointer(front + Int(lag.y) * pitch + Int(lag.x) * 4), stride: pitch,
+                     to: back, pitch: pitch)
+            }
+            head.stale = nil
+        }
+        return back
+    }
+
+    /// Pulls the head's deferred region from its source into `back` (mailbox lock held).
+    private static func pullPending(_ head: inout Head) {
+        guard let rect = head.pending, let source = head.source else { return }
+        head.pending = nil
+        guard let back = prepareBack(&head, writing: rect) else { return }
+        let pitch = Int(head.width) * 4
+        // Safety: `rect` lies within the surface (checked when it was given); `back` holds it.
+        _ = source.copy(rect, to: back + Int(rect.y) * pitch + Int(rect.x) * 4, pitch: pitch)
     }
 
     public func cursorUpdate(scanout id: UInt32, x: UInt32, y: UInt32, hotX: UInt32, hotY: UInt32, pixels: UnsafeRawPointer) {
@@ -279,6 +352,7 @@ public final class MailboxDisplay: DisplaySink {
                     return .scanout(UInt32(i), s.heads[i].width, s.heads[i].height)
                 }
                 guard let rect = s.heads[i].dirty else { continue }
+                Self.pullPending(&s.heads[i])
                 var h = s.heads[i]
                 swap(&h.back, &h.front)
                 h.dirty = nil

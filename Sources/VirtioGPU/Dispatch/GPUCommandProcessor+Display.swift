@@ -18,7 +18,7 @@ extension GPUCommandProcessor {
                 if s.viaDMABUF, showViaDMABUF(i, resource: id, rect: s.rect, display: display) { continue }
                 t[i].viaDMABUF = false
                 t[i].wholeFrameOwed = false
-                try? showWithPixels(i, t[i], display: display)
+                try? showWithPixels(i, &t, display: display)
             }
         }
     }
@@ -35,7 +35,7 @@ extension GPUCommandProcessor {
                 t[i].wholeFrameOwed = false
                 let s = t[i]
                 guard s.resource != nil, !s.viaDMABUF else { continue }
-                do { try sendWholeFrame(i, s, display: display) } catch {
+                do { try sendWholeFrame(i, &t, display: display) } catch {
                     logger.debug("scanout \(i): owed frame not sent: \(error)")
                 }
             }
@@ -43,18 +43,56 @@ extension GPUCommandProcessor {
     }
 
     /// SCANOUT with the head's size and one full UPDATE from the host copy.
-    func showWithPixels(_ index: Int, _ s: Scanout, display: any DisplaySink) throws(GPUFailure) {
+    func showWithPixels(_ index: Int, _ t: inout ScanoutTable, display: any DisplaySink) throws(GPUFailure) {
+        let s = t[index]
         guard s.resource != nil else { return }
         display.setScanout(UInt32(index), width: s.rect.width, height: s.rect.height)
-        try sendWholeFrame(index, s, display: display)
+        try sendWholeFrame(index, &t, display: display)
     }
 
     /// One UPDATE of the whole head from the host copy (no SCANOUT).
-    func sendWholeFrame(_ index: Int, _ s: Scanout, display: any DisplaySink) throws(GPUFailure) {
+    func sendWholeFrame(_ index: Int, _ t: inout ScanoutTable, display: any DisplaySink) throws(GPUFailure) {
+        let s = t[index]
+        guard s.resource != nil else { return }
+        try sendPixels(index, &t, part: s.rect, display: display)
+    }
+
+    /// Sends `part` (resource pixels, within the head's rect) of the resource head `index` shows.
+    /// Through the display mailbox with a 2D host copy, the update is deferred: the mailbox's
+    /// sender reads the host copy when it sends the image (one copy per image sent, none per
+    /// flush; what the display may show is written in MailboxDisplay.swift). Otherwise the
+    /// pixels are handed over now.
+    func sendPixels(_ index: Int, _ t: inout ScanoutTable, part: PixelRect, display: any DisplaySink) throws(GPUFailure) {
+        let s = t[index]
         guard let id = s.resource else { return }
-        let whole = PixelRect(x: 0, y: 0, width: s.rect.width, height: s.rect.height)
-        try renderer.withScanoutPixels(id, rect: s.rect) { pixels, stride in
-            display.update(scanout: UInt32(index), rect: whole, pixels: pixels, stride: stride)
+        let target = PixelRect(x: part.x - s.rect.x, y: part.y - s.rect.y, width: part.width, height: part.height)
+        if let mailbox = display as? MailboxDisplay, let r2 = renderer as? Renderer2D {
+            guard let g = r2.geometry(of: id) else { throw .invalidResourceID("\(id) does not exist") }
+            guard part.lies(within: g.width, g.height), !part.isEmpty else { throw .invalidParameter("rect \(part) outside \(id)") }
+            let source: HostCopyPixelSource
+            if let cached = t.pixelSources[index], cached.renderer === r2, cached.resource == id,
+               cached.originX == s.rect.x, cached.originY == s.rect.y {
+                source = cached
+            } else {
+                source = HostCopyPixelSource(renderer: r2, resource: id, originX: s.rect.x, originY: s.rect.y)
+                t.pixelSources[index] = source
+            }
+            mailbox.update(scanout: UInt32(index), rect: target, source: source)
+            return
+        }
+        try renderer.withScanoutPixels(id, rect: part) { pixels, stride in
+            display.update(scanout: UInt32(index), rect: target, pixels: pixels, stride: stride)
+        }
+    }
+
+    /// Before a transfer writes `id`'s host copy: heads showing it whose deferred update the
+    /// mailbox has not sent yet take their pixels now, so they show what was flushed.
+    func pullDeferredPixels(of id: ResourceID) {
+        guard let mailbox = display as? MailboxDisplay else { return }
+        scanouts.withLock { t in
+            for i in 0..<t.count where t[i].resource == id && t.pixelSources[i] != nil {
+                mailbox.pullDeferred(scanout: UInt32(i))
+            }
         }
     }
 
@@ -101,7 +139,7 @@ extension GPUCommandProcessor {
             giveUpDMABUFScanout(because: result)
             _ = display.scanoutDMABUF(UInt32(index), rect: t[index].rect, buffer: nil)
             t[index].viaDMABUF = false
-            try? showWithPixels(index, t[index], display: display)
+            try? showWithPixels(index, &t, display: display)
         }
     }
 

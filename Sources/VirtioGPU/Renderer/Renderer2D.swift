@@ -140,6 +140,36 @@ public final class Renderer2D: GPURenderer {
         }
     }
 
+    /// Copies `rect` of the host copy as XRGB8888 to `destination` (the rect's first pixel, rows
+    /// `pitch` apart) under the table lock, which every transfer holds for its whole copy: the
+    /// pixels are those of one moment between transfers, never half of one. False when the
+    /// resource is gone or the rect does not lie within it. For the display mailbox's sender.
+    public func copyScanoutPixels(_ id: ResourceID, rect r: PixelRect, to destination: UnsafeMutableRawPointer, pitch: Int) -> Bool {
+        table.withLock { t in
+            guard let res = t[id], r.lies(within: res.width, res.height), !r.isEmpty, pitch >= Int(r.width) * 4 else { return false }
+            // Safety: r lies within the resource, so every row read is inside the mapping; the
+            // caller provides r.height rows of pitch bytes at destination.
+            let first = UnsafeRawPointer(res.storage.base + Int(r.y) * res.stride + Int(r.x) * 4)
+            let rowBytes = Int(r.width) * 4
+            res.storage.buffer.beginCPUAccess(write: false)
+            defer { res.storage.buffer.endCPUAccess(write: false) }
+            if res.format.isDisplayNative {
+                if pitch == rowBytes && res.stride == rowBytes {
+                    destination.copyMemory(from: first, byteCount: rowBytes * Int(r.height))
+                } else {
+                    for row in 0..<Int(r.height) {
+                        (destination + row * pitch).copyMemory(from: first + row * res.stride, byteCount: rowBytes)
+                    }
+                }
+            } else {
+                for row in 0..<Int(r.height) {
+                    _ = vgpu_convert_to_xrgb8888(res.format.wireValue, destination + row * pitch, first + row * res.stride, Int(r.width))
+                }
+            }
+            return true
+        }
+    }
+
     public func copyCursorImage(_ id: ResourceID, into destination: UnsafeMutableRawPointer) throws(GPUFailure) {
         try table.withLock { (t: inout ResourceTable) throws(GPUFailure) in
             guard let res = t[id] else { throw .invalidResourceID("cursor \(id) does not exist") }
