@@ -56,6 +56,8 @@ public final class MailboxDisplay: DisplaySink {
     /// Signalled whenever work is left for the sender, and on `close()`.
     private let work = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
+    /// Signalled by the sender after it pulled deferred pixels, when `State.pullWaiter` is set.
+    private let pulled = DispatchSemaphore(value: 0)
 
     /// A head's pixel buffer: `capacity` bytes, rows `width * 4` apart.
     private struct Buffer {
@@ -113,6 +115,8 @@ public final class MailboxDisplay: DisplaySink {
         var closing = false
         var imagesIn: UInt64 = 0
         var imagesSent: UInt64 = 0
+        /// A `pullDeferred` caller waits for the sender to pull (one waiter: the device's worker).
+        var pullWaiter = false
     }
 
     private enum Job {
@@ -251,9 +255,19 @@ public final class MailboxDisplay: DisplaySink {
             let (w, h) = (s.heads[i].width, s.heads[i].height)
             guard w > 0, h > 0, UInt64(rect.x) + UInt64(rect.width) <= UInt64(w),
                   UInt64(rect.y) + UInt64(rect.height) <= UInt64(h) else { return false }
-            if let old = s.heads[i].source, old !== source { Self.pullPending(&s.heads[i]) }
+            // `pending` stays exactly one flushed rect, so a pull never shows source pixels
+            // outside what was flushed: an older pending rect the new one does not cover (or
+            // of another source) is pulled now.
+            if let old = s.heads[i].pending {
+                if s.heads[i].source === source && old.contains(rect) {
+                    s.heads[i].dirty = s.heads[i].dirty.map { $0.union(rect) } ?? rect
+                    s.imagesIn &+= 1
+                    return true
+                }
+                if s.heads[i].source !== source || !rect.contains(old) { Self.pullPending(&s.heads[i]) }
+            }
             s.heads[i].source = source
-            s.heads[i].pending = s.heads[i].pending.map { $0.union(rect) } ?? rect
+            s.heads[i].pending = rect
             s.heads[i].dirty = s.heads[i].dirty.map { $0.union(rect) } ?? rect
             s.imagesIn &+= 1
             return true
@@ -261,13 +275,34 @@ public final class MailboxDisplay: DisplaySink {
         if queued { work.signal() }
     }
 
-    /// Pulls head `id`'s deferred pixels from their source now (before the caller changes the
-    /// source: a transfer into the resource shown), so the image keeps the pixels of its flush.
-    public func pullDeferred(scanout id: UInt32) {
+    /// Makes sure head `id`'s deferred pixels are out of their source (before the caller
+    /// changes the source: a transfer into the resource shown), so the image keeps the pixels
+    /// of its flush. First waits, at most `wait`, for the sender to take them with the image
+    /// it sends next (the pull it does anyway: no copy here, and a guest that floods one buffer
+    /// is paced by the display instead of paying copies for images nobody sees); past that, or
+    /// with no wait, copies them into the image here.
+    public func pullDeferred(scanout id: UInt32, wait: Duration = .zero) {
         guard Int(id) < Self.maxHeads else { return }
+        let i = Int(id)
+        if wait > .zero {
+            let waiting = state.withLock { s -> Bool in
+                guard !s.closing, s.heads[i].pending != nil, !s.pullWaiter else { return false }
+                s.pullWaiter = true
+                return true
+            }
+            if waiting {
+                let seconds = Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18
+                let signalled = pulled.wait(timeout: .now() + seconds) == .success
+                let owed = state.withLock { s -> Bool in
+                    defer { s.pullWaiter = false }
+                    return !signalled && !s.pullWaiter   // the sender signalled after the timeout
+                }
+                if owed { pulled.wait() }
+            }
+        }
         state.withLock { s in
-            guard !s.closing, s.heads[Int(id)].pending != nil else { return }
-            Self.pullPending(&s.heads[Int(id)])
+            guard !s.closing, s.heads[i].pending != nil else { return }
+            Self.pullPending(&s.heads[i])
         }
     }
 
@@ -352,7 +387,13 @@ public final class MailboxDisplay: DisplaySink {
                     return .scanout(UInt32(i), s.heads[i].width, s.heads[i].height)
                 }
                 guard let rect = s.heads[i].dirty else { continue }
-                Self.pullPending(&s.heads[i])
+                if s.heads[i].pending != nil {
+                    Self.pullPending(&s.heads[i])
+                    if s.pullWaiter {
+                        s.pullWaiter = false
+                        pulled.signal()
+                    }
+                }
                 var h = s.heads[i]
                 swap(&h.back, &h.front)
                 h.dirty = nil

@@ -92,7 +92,16 @@ final class DeviceUnderTest: @unchecked Sendable {
         self.width = width
         self.height = height
         frameBytes = Int(width) * Int(height) * 4
-        let frontend = try VhostUserFrontend(path: socket)
+        // The socket file appears at bind(), a moment before listen(): retry a refused connect.
+        var attempt = 0
+        let frontend: VhostUserFrontend
+        while true {
+            do { frontend = try VhostUserFrontend(path: socket); break } catch {
+                attempt += 1
+                if attempt >= 50 { throw error }
+                usleep(10_000)
+            }
+        }
         driver = try VirtioGPUDriver(frontend: frontend, ramSize: UInt64(frameBytes) + extraRAM)
         var config = DisplayChannelPeer.Configuration()
         config.storePixels = false

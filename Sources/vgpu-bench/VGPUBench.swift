@@ -39,7 +39,9 @@ struct VGPUBench: ParsableCommand {
     @Option(help: "Rounds; every backend (and the bound) is measured in turn every round and medians reported.") var rounds: Int = 3
     @Option(help: "resources suite: most resources created.") var maxResources: Int = 10_000
     @Option(help: "Frames: also run each backend paced at this many frames/s (every frame displayed) for CPU per frame; 0: off.") var pace: Double = 120
+    @Option(help: "Seconds of the paced run (default: --seconds).") var pacedSeconds: Double?
     @Option(help: "Write every result as JSON to this file.") var json: String?
+    @Flag(help: "Latency suite: start vgpu-backend binaries with --virgl (fences then go through virglrenderer).") var virgl = false
 
     static let suites = ["frames", "latency", "resolutions", "resources", "devices", "resolve", "all"]
 
@@ -237,7 +239,7 @@ struct VGPUBench: ParsableCommand {
             // display keeps up, so the CPU per frame is the cost of a displayed frame alone.
             let p0 = dev.displayed, pc0 = p.cpuSeconds, start = monotonicSeconds()
             var frames = 0
-            while monotonicSeconds() - start < seconds {
+            while monotonicSeconds() - start < (pacedSeconds ?? seconds) {
                 try dev.driver.pumpFrames(id: 1, width: width, height: height, frames: 1, depth: 1, workload: workload)
                 frames += 1
                 let next = start + Double(frames) / pace
@@ -258,20 +260,25 @@ struct VGPUBench: ParsableCommand {
     /// like a guest sleeping on the interrupt): p50 and p99 per command, every backend in turn
     /// each round.
     func latencySuite(_ list: [String]) throws -> [[String: Any]] {
-        print("command round trips through the Swift frontend, \(iterations) samples x \(rounds) rounds, microseconds; load \(String(format: "%.2f", loadAverage()[0]))")
+        print("command round trips through the Swift frontend, \(iterations) samples x \(rounds) rounds, microseconds (cpu: backend CPU per command, mean); load \(String(format: "%.2f", loadAverage()[0]))")
         let kinds = ["GET_DISPLAY_INFO", "CREATE_2D+UNREF", "ASSIGN_UUID", "fenced no-op (RESOURCE_FLUSH, fence)"]
         var samples = Array(repeating: Array(repeating: [Double](), count: kinds.count), count: list.count)
         var unsupported = Array(repeating: Set<Int>(), count: list.count)
+        var idle = Array(repeating: [Double](), count: list.count)
+        // Backend CPU per command, microseconds (10 ms clock ticks: coarse for short loops).
+        var cpu = Array(repeating: Array(repeating: [Double](), count: kinds.count), count: list.count)
         for _ in 0..<rounds {
             for (b, backend) in list.enumerated() {
-                let p = try BackendProcess(backend)
+                let p = try BackendProcess(backend, extra: virgl && Self.isVGPU(backend) ? ["--virgl"] : [])
                 defer { p.stop() }
                 let dev = try DeviceUnderTest(socket: p.sockets[0], width: 64, height: 64)
                 let d = dev.driver
                 try expectOK(d.createResource2D(id: 2, width: 64, height: 64), "RESOURCE_CREATE_2D")
                 var nextID: UInt32 = 100
                 for k in 0..<kinds.count {
+                    var c0 = p.cpuSeconds
                     for i in -20..<iterations {   // 20 warm-up samples
+                        if i == 0 { c0 = p.cpuSeconds }
                         var t: Double
                         switch k {
                         case 0:
@@ -300,25 +307,38 @@ struct VGPUBench: ParsableCommand {
                         }
                         if i >= 0 { samples[b][k].append(t * 1e6) }
                     }
+                    cpu[b][k].append((p.cpuSeconds - c0) * 1e6 / Double(iterations))
                 }
+                // Idle: the device set up, nothing asked of it.
+                let c0 = p.cpuSeconds, t0 = monotonicSeconds()
+                usleep(2_000_000)
+                idle[b].append(100 * (p.cpuSeconds - c0) / (monotonicSeconds() - t0))
             }
         }
         var out: [[String: Any]] = []
-        print("  " + "".padding(toLength: 40, withPad: " ", startingAt: 0) + list.map { Self.name($0).padding(toLength: 26, withPad: " ", startingAt: 0) }.joined())
+        print("  " + "".padding(toLength: 40, withPad: " ", startingAt: 0) + list.map { Self.name($0).padding(toLength: 33, withPad: " ", startingAt: 0) }.joined())
         for (k, kind) in kinds.enumerated() {
             var line = "  " + kind.padding(toLength: 40, withPad: " ", startingAt: 0)
             for b in list.indices {
                 if unsupported[b].contains(k) {
-                    line += "unsupported".padding(toLength: 26, withPad: " ", startingAt: 0)
+                    line += "unsupported".padding(toLength: 33, withPad: " ", startingAt: 0)
                     out.append(["backend": Self.name(list[b]), "command": kind, "supported": false])
                     continue
                 }
                 let p50 = percentile(samples[b][k], 0.5), p99 = percentile(samples[b][k], 0.99)
-                line += String(format: "p50 %6.1f  p99 %6.1f     ", p50, p99)
-                out.append(["backend": Self.name(list[b]), "command": kind, "supported": true, "p50us": p50, "p99us": p99])
+                let c = cpu[b][k].reduce(0, +) / Double(max(1, cpu[b][k].count))
+                line += String(format: "p50 %6.1f  p99 %6.1f cpu %5.0f ", p50, p99, c)
+                out.append(["backend": Self.name(list[b]), "command": kind, "supported": true, "p50us": p50, "p99us": p99,
+                            "cpuUsPerCommand": c])
             }
             print(line)
         }
+        var line = "  " + "idle CPU (2 s, no commands)".padding(toLength: 40, withPad: " ", startingAt: 0)
+        for b in list.indices {
+            line += String(format: "%5.2f %%", median(idle[b])).padding(toLength: 33, withPad: " ", startingAt: 0)
+            out.append(["backend": Self.name(list[b]), "command": "idle", "supported": true, "idleCPUPercent": median(idle[b])])
+        }
+        print(line)
         return out
     }
 

@@ -257,7 +257,8 @@ import VirtioGPU
             _ = try rig.makeResource(id: 5, format: VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM.rawValue, width: w, height: h, pixels: first)
             try rig.check(d.setScanout(0, id: 5, rect: VirtioGPUDriver.rect(0, 0, w, h)), "scanout")
             try rig.check(d.flush(id: 5, rect: VirtioGPUDriver.rect(0, 0, w, h)), "flush")
-            #expect(rig.peer.waitFor(timeout: .seconds(5)) { $0.framebuffers[0]?.pixels.count == first.count })
+            // The SCANOUT makes the (black) surface; the flush's pixels follow in an UPDATE.
+            #expect(rig.peer.waitFor(timeout: .seconds(5)) { $0.framebuffers[0]?.pixels.count == first.count && $0.updateFrames >= 1 })
             let shown = rig.peer.state.framebuffers[0]?.pixels ?? []
             // X bytes are not kept by the texture: compare B, G, R.
             func bgr(_ p: [UInt8]) -> [UInt8] { p.enumerated().filter { $0.offset % 4 != 3 }.map(\.element) }

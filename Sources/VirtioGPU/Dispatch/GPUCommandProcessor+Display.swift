@@ -77,6 +77,10 @@ extension GPUCommandProcessor {
                 source = HostCopyPixelSource(renderer: r2, resource: id, originX: s.rect.x, originY: s.rect.y)
                 t.pixelSources[index] = source
             }
+            // An image of this head not taken yet (a guest re-flushing before the display took
+            // its last frame): wait for the sender to take it, as a transfer does, so images
+            // nobody will see cost neither copies nor a busy worker.
+            mailbox.pullDeferred(scanout: UInt32(index), wait: Self.deferredPullWait)
             mailbox.update(scanout: UInt32(index), rect: target, source: source)
             return
         }
@@ -86,15 +90,27 @@ extension GPUCommandProcessor {
     }
 
     /// Before a transfer writes `id`'s host copy: heads showing it whose deferred update the
-    /// mailbox has not sent yet take their pixels now, so they show what was flushed.
+    /// mailbox has not sent yet get their pixels out of the host copy first, so they show what
+    /// was flushed. The transfer waits (at most `deferredPullWait`) for the sender to take them
+    /// with its next image, else they are copied here. Only a guest that transfers into the
+    /// buffer it just flushed, before the display took that frame, ever waits (double-buffered
+    /// page flips transfer into the other buffer); it then runs at the display's rate.
     func pullDeferredPixels(of id: ResourceID) {
         guard let mailbox = display as? MailboxDisplay else { return }
-        scanouts.withLock { t in
+        let heads = scanouts.withLock { t -> (Int, Int) in
+            // At most two heads show one resource in practice; no allocation.
+            var first = -1, second = -1
             for i in 0..<t.count where t[i].resource == id && t.pixelSources[i] != nil {
-                mailbox.pullDeferred(scanout: UInt32(i))
+                if first < 0 { first = i } else if second < 0 { second = i } else { mailbox.pullDeferred(scanout: UInt32(i)) }
             }
+            return (first, second)
         }
+        if heads.0 >= 0 { mailbox.pullDeferred(scanout: UInt32(heads.0), wait: Self.deferredPullWait) }
+        if heads.1 >= 0 { mailbox.pullDeferred(scanout: UInt32(heads.1), wait: Self.deferredPullWait) }
     }
+
+    /// How long a transfer waits for the display sender to take a flushed frame of its resource.
+    static let deferredPullWait: Duration = .milliseconds(20)
 
     /// Disables head `index` on the display (its dmabuf too, if it showed one).
     func disableHead(_ index: Int, _ t: inout ScanoutTable, display: any DisplaySink) {
