@@ -33,7 +33,7 @@ final class BackendProcess {
         process.arguments = args + extra
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try process.run()
-        let deadline = monotonicSeconds() + 10
+        let deadline = monotonicSeconds() + 60
         let wanted = sockets + (controlPath.map { [$0] } ?? [])
         while !wanted.allSatisfy({ FileManager.default.fileExists(atPath: $0) }) {
             guard monotonicSeconds() < deadline, process.isRunning else {
