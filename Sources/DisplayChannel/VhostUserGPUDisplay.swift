@@ -142,18 +142,10 @@ public final class VhostUserGPUDisplay: DisplaySink {
     /// non-blocking and sends GET_PROTOCOL_FEATURES without waiting for the reply (the caller is
     /// the vhost-user thread, and QEMU answers only after it has the vhost-user reply). The reply
     /// is read by the first call that needs it. On a thrown error `socket` has been closed.
-    /// SO_SNDBUF asked for on the display socket.
-    static let sendBufferBytes = 4 << 20
-
     public init(socket: FileDescriptor, options: Options = Options(),
                 logger: Logger = Logger(label: "vgpu.display")) throws(Errno) {
         do throws(Errno) {
             try setNonBlocking(socket.rawValue)
-            // A send buffer that holds a large part of a frame: a full-HD UPDATE then crosses
-            // in a few sendmsg calls instead of ~40 EAGAIN/poll/wake-up rounds at the default
-            // 208 KiB (the kernel caps it at net.core.wmem_max; failure is harmless).
-            var sendBuffer = Int32(Self.sendBufferBytes)
-            _ = setsockopt(socket.rawValue, SOL_SOCKET, SO_SNDBUF, &sendBuffer, socklen_t(MemoryLayout<Int32>.size))
             self.wake = try WakeChannel.make()
         } catch {
             try? socket.close()
