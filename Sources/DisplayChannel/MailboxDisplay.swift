@@ -24,8 +24,12 @@
 // per flush, only one per image actually sent. What the display may observe then: for each
 // flushed rect, the source as it was at the flush: whoever changes the source (a transfer into
 // the resource) calls `pullDeferred` first, so the pull happens before the change, and the
-// source copies under the lock its writers hold (never torn). So everything above still holds;
-// only the copy moves from the flush to the send, or to the next write of the source.
+// source copies under the lock its writers hold (never torn). A pending rect is exactly one
+// flushed rect (a new one that neither contains nor is contained in it pulls the old one first),
+// so source pixels outside what was flushed never show. So everything above still holds; only
+// the copy moves from the flush to the send, or to the next write of the source. `pullDeferred`
+// can first wait (bounded) for the sender to take the image itself: the caller is then paced
+// by the display instead of copying images a newer one will replace.
 
 import CShims
 import Dispatch
@@ -387,6 +391,29 @@ public final class MailboxDisplay: DisplaySink {
                     return .scanout(UInt32(i), s.heads[i].width, s.heads[i].height)
                 }
                 guard let rect = s.heads[i].dirty else { continue }
+                if let p = s.heads[i].pending, p == rect, let source = s.heads[i].source {
+                    // The whole image is the source's: pull it straight into `front`, which holds
+                    // what the display shows, instead of into `back` and swapping. One 8 MB
+                    // buffer less to stream through the caches per frame; `back` now lags
+                    // `front` in `rect` too.
+                    var h = s.heads[i]
+                    let pitch = Int(h.width) * 4
+                    if h.front.reserve(pitch * Int(h.height)), let front = h.front.base {
+                        // Safety: `rect` lies within the surface (checked when given); `front` is
+                        // not being sent (the sender is here) and holds the surface.
+                        _ = source.copy(rect, to: front + Int(rect.y) * pitch + Int(rect.x) * 4, pitch: pitch)
+                        h.pending = nil
+                        h.dirty = nil
+                        h.stale = h.stale.map { $0.union(rect) } ?? rect
+                        h.sending = true
+                        s.heads[i] = h
+                        if s.pullWaiter {
+                            s.pullWaiter = false
+                            pulled.signal()
+                        }
+                        return .image(UInt32(i), rect, UnsafeRawPointer(front + Int(rect.y) * pitch + Int(rect.x) * 4), pitch)
+                    }
+                }
                 if s.heads[i].pending != nil {
                     Self.pullPending(&s.heads[i])
                     if s.pullWaiter {
