@@ -17,6 +17,19 @@
 // - Per head, order is kept: a SCANOUT is sent before any image given after it, and images given
 //   before a SCANOUT are dropped (they belong to the surface it replaces).
 // - dmabuf messages wait until the head's mailbox is empty, so they never overtake pixels.
+//
+// Deferred updates (`update(scanout:rect:source:)`): the caller names where the pixels are (a
+// `MailboxPixelSource`, the resource's host copy) instead of copying them, and the sender pulls
+// them into the head's image when it is about to send it. A flood of flushes then costs no copy
+// per flush, only one per image actually sent. What the display may observe then: for each
+// flushed rect, the source as it was at the flush: whoever changes the source (a transfer into
+// the resource) calls `pullDeferred` first, so the pull happens before the change, and the
+// source copies under the lock its writers hold (never torn). A pending rect is exactly one
+// flushed rect (a new one that neither contains nor is contained in it pulls the old one first),
+// so source pixels outside what was flushed never show. So everything above still holds; only
+// the copy moves from the flush to the send, or to the next write of the source. `pullDeferred`
+// can first wait (bounded) for the sender to take the image itself: the caller is then paced
+// by the display instead of copying images a newer one will replace.
 
 import CShims
 import Dispatch
@@ -25,6 +38,15 @@ import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// Where a deferred update's pixels are: the sender asks for them when it sends the image.
+public protocol MailboxPixelSource: AnyObject, Sendable {
+    /// Copies `rect` (head coordinates) as XRGB8888 to `destination`, which points at the rect's
+    /// first pixel, rows `pitch` bytes apart. False when the pixels are gone (nothing written).
+    /// Called on the sender thread (or in `update`), with the mailbox's lock held: it must not
+    /// call back into the mailbox.
+    func copy(_ rect: PixelRect, to destination: UnsafeMutableRawPointer, pitch: Int) -> Bool
+}
 
 /// A `DisplaySink` in front of another sink (the vhost-user display channel) that makes
 /// `update` a copy into a mailbox: see the notes at the top of this file. Requests and replies
@@ -38,6 +60,8 @@ public final class MailboxDisplay: DisplaySink {
     /// Signalled whenever work is left for the sender, and on `close()`.
     private let work = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
+    /// Signalled by the sender after it pulled deferred pixels, when `State.pullWaiter` is set.
+    private let pulled = DispatchSemaphore(value: 0)
 
     /// A head's pixel buffer: `capacity` bytes, rows `width * 4` apart.
     private struct Buffer {
@@ -80,6 +104,9 @@ public final class MailboxDisplay: DisplaySink {
         var stale: PixelRect?
         /// The sender is reading `front`.
         var sending = false
+        /// Deferred update: the region of `dirty` still to be pulled from `source` into `back`.
+        var pending: PixelRect?
+        var source: (any MailboxPixelSource)?
 
         var hasWork: Bool { scanoutOwed || dirty != nil }
     }
@@ -92,6 +119,8 @@ public final class MailboxDisplay: DisplaySink {
         var closing = false
         var imagesIn: UInt64 = 0
         var imagesSent: UInt64 = 0
+        /// A `pullDeferred` caller waits for the sender to pull (one waiter: the device's worker).
+        var pullWaiter = false
     }
 
     private enum Job {
@@ -187,6 +216,8 @@ public final class MailboxDisplay: DisplaySink {
             h.height = enable ? height : 0
             h.scanoutOwed = true
             h.dirty = nil
+            h.pending = nil
+            h.source = nil
             s.heads[Int(id)] = h
             return true
         }
@@ -204,25 +235,106 @@ public final class MailboxDisplay: DisplaySink {
             let (w, h) = (s.heads[i].width, s.heads[i].height)
             guard w > 0, h > 0, UInt64(rect.x) + UInt64(rect.width) <= UInt64(w),
                   UInt64(rect.y) + UInt64(rect.height) <= UInt64(h) else { return false }
-            let pitch = Int(w) * 4
-            guard s.heads[i].back.reserve(pitch * Int(h)), let back = s.heads[i].back.base else { return false }
-            if let lag = s.heads[i].stale {
-                if !rect.contains(lag), let front = s.heads[i].front.base {
-                    // Safety: `lag` lies within the surface (it was a sent rect of the same
-                    // layout); the sender only reads `front`, so reading it here is safe.
-                    Self.copy(lag, from: UnsafeRawPointer(front + Int(lag.y) * pitch + Int(lag.x) * 4), stride: pitch,
-                              to: back, pitch: pitch)
-                }
-                s.heads[i].stale = nil
-            }
+            // Older deferred pixels go in first: these are newer.
+            Self.pullPending(&s.heads[i])
+            guard let back = Self.prepareBack(&s.heads[i], writing: rect) else { return false }
             // Safety: `rect` lies within the surface, and the caller guarantees `rect.height`
             // rows of `rect.width * 4` bytes at `pixels`, `stride` apart.
-            Self.copy(rect, from: pixels, stride: stride, to: back, pitch: pitch)
+            Self.copy(rect, from: pixels, stride: stride, to: back, pitch: Int(w) * 4)
             s.heads[i].dirty = s.heads[i].dirty.map { $0.union(rect) } ?? rect
             s.imagesIn &+= 1
             return true
         }
         if queued { work.signal() }
+    }
+
+    /// A deferred update: `rect` of the head will show `source`'s pixels as they are when the
+    /// sender takes the image (see the notes at the top of this file). Nothing is copied now.
+    /// Dropped when the head has no surface or the rect does not lie within it.
+    public func update(scanout id: UInt32, rect: PixelRect, source: any MailboxPixelSource) {
+        guard Int(id) < Self.maxHeads, rect.width > 0, rect.height > 0 else { return }
+        let queued = state.withLock { s -> Bool in
+            guard !s.closing else { return false }
+            let i = Int(id)
+            let (w, h) = (s.heads[i].width, s.heads[i].height)
+            guard w > 0, h > 0, UInt64(rect.x) + UInt64(rect.width) <= UInt64(w),
+                  UInt64(rect.y) + UInt64(rect.height) <= UInt64(h) else { return false }
+            // `pending` stays exactly one flushed rect, so a pull never shows source pixels
+            // outside what was flushed: an older pending rect the new one does not cover (or
+            // of another source) is pulled now.
+            if let old = s.heads[i].pending {
+                if s.heads[i].source === source && old.contains(rect) {
+                    s.heads[i].dirty = s.heads[i].dirty.map { $0.union(rect) } ?? rect
+                    s.imagesIn &+= 1
+                    return true
+                }
+                if s.heads[i].source !== source || !rect.contains(old) { Self.pullPending(&s.heads[i]) }
+            }
+            s.heads[i].source = source
+            s.heads[i].pending = rect
+            s.heads[i].dirty = s.heads[i].dirty.map { $0.union(rect) } ?? rect
+            s.imagesIn &+= 1
+            return true
+        }
+        if queued { work.signal() }
+    }
+
+    /// Makes sure head `id`'s deferred pixels are out of their source (before the caller
+    /// changes the source: a transfer into the resource shown), so the image keeps the pixels
+    /// of its flush. First waits, at most `wait`, for the sender to take them with the image
+    /// it sends next (the pull it does anyway: no copy here, and a guest that floods one buffer
+    /// is paced by the display instead of paying copies for images nobody sees); past that, or
+    /// with no wait, copies them into the image here.
+    public func pullDeferred(scanout id: UInt32, wait: Duration = .zero) {
+        guard Int(id) < Self.maxHeads else { return }
+        let i = Int(id)
+        if wait > .zero {
+            let waiting = state.withLock { s -> Bool in
+                guard !s.closing, s.heads[i].pending != nil, !s.pullWaiter else { return false }
+                s.pullWaiter = true
+                return true
+            }
+            if waiting {
+                let seconds = Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18
+                let signalled = pulled.wait(timeout: .now() + seconds) == .success
+                let owed = state.withLock { s -> Bool in
+                    defer { s.pullWaiter = false }
+                    return !signalled && !s.pullWaiter   // the sender signalled after the timeout
+                }
+                if owed { pulled.wait() }
+            }
+        }
+        state.withLock { s in
+            guard !s.closing, s.heads[i].pending != nil else { return }
+            Self.pullPending(&s.heads[i])
+        }
+    }
+
+    /// `back`, sized for the head, brought up to date where it lags `front` (except inside
+    /// `rect`, which the caller is about to write). Nil when it cannot be had.
+    private static func prepareBack(_ head: inout Head, writing rect: PixelRect) -> UnsafeMutableRawPointer? {
+        let pitch = Int(head.width) * 4
+        guard head.back.reserve(pitch * Int(head.height)), let back = head.back.base else { return nil }
+        if let lag = head.stale {
+            if !rect.contains(lag), let front = head.front.base {
+                // Safety: `lag` lies within the surface (it was a sent rect of the same
+                // layout); the sender only reads `front`, so reading it here is safe.
+                copy(lag, from: UnsafeRawPointer(front + Int(lag.y) * pitch + Int(lag.x) * 4), stride: pitch,
+                     to: back, pitch: pitch)
+            }
+            head.stale = nil
+        }
+        return back
+    }
+
+    /// Pulls the head's deferred region from its source into `back` (mailbox lock held).
+    private static func pullPending(_ head: inout Head) {
+        guard let rect = head.pending, let source = head.source else { return }
+        head.pending = nil
+        guard let back = prepareBack(&head, writing: rect) else { return }
+        let pitch = Int(head.width) * 4
+        // Safety: `rect` lies within the surface (checked when it was given); `back` holds it.
+        _ = source.copy(rect, to: back + Int(rect.y) * pitch + Int(rect.x) * 4, pitch: pitch)
     }
 
     public func cursorUpdate(scanout id: UInt32, x: UInt32, y: UInt32, hotX: UInt32, hotY: UInt32, pixels: UnsafeRawPointer) {
@@ -279,6 +391,36 @@ public final class MailboxDisplay: DisplaySink {
                     return .scanout(UInt32(i), s.heads[i].width, s.heads[i].height)
                 }
                 guard let rect = s.heads[i].dirty else { continue }
+                if let p = s.heads[i].pending, p == rect, let source = s.heads[i].source {
+                    // The whole image is the source's: pull it straight into `front`, which holds
+                    // what the display shows, instead of into `back` and swapping. One 8 MB
+                    // buffer less to stream through the caches per frame; `back` now lags
+                    // `front` in `rect` too.
+                    var h = s.heads[i]
+                    let pitch = Int(h.width) * 4
+                    if h.front.reserve(pitch * Int(h.height)), let front = h.front.base {
+                        // Safety: `rect` lies within the surface (checked when given); `front` is
+                        // not being sent (the sender is here) and holds the surface.
+                        _ = source.copy(rect, to: front + Int(rect.y) * pitch + Int(rect.x) * 4, pitch: pitch)
+                        h.pending = nil
+                        h.dirty = nil
+                        h.stale = h.stale.map { $0.union(rect) } ?? rect
+                        h.sending = true
+                        s.heads[i] = h
+                        if s.pullWaiter {
+                            s.pullWaiter = false
+                            pulled.signal()
+                        }
+                        return .image(UInt32(i), rect, UnsafeRawPointer(front + Int(rect.y) * pitch + Int(rect.x) * 4), pitch)
+                    }
+                }
+                if s.heads[i].pending != nil {
+                    Self.pullPending(&s.heads[i])
+                    if s.pullWaiter {
+                        s.pullWaiter = false
+                        pulled.signal()
+                    }
+                }
                 var h = s.heads[i]
                 swap(&h.back, &h.front)
                 h.dirty = nil

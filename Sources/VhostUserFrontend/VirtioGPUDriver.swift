@@ -14,6 +14,8 @@ public final class VirtioGPUDriver {
     private let requestArea: GuestPhysicalAddress
     private let responseArea: GuestPhysicalAddress
     public static let areaSize = 64 * 1024
+    /// Request and response slots `pumpFrames` reuses.
+    private var frameSlots: [(GuestPhysicalAddress, GuestPhysicalAddress)] = []
     public var timeout: Double = 5
 
     public struct Response {
@@ -193,7 +195,9 @@ public final class VirtioGPUDriver {
         f.resource_id = id; f.r = Self.rect(0, 0, width, height)
         let perFrame = workload == .transferFlush ? 2 : 1
         // One request slot per in-flight command, reused; each slot holds one command kind.
-        let slots = (0..<(perFrame * depth)).map { _ in (ram.allocate(128), ram.allocate(64)) }
+        // Allocated once per driver and grown (guest RAM is never given back).
+        while frameSlots.count < perFrame * depth { frameSlots.append((ram.allocate(128), ram.allocate(64))) }
+        let slots = Array(frameSlots.prefix(perFrame * depth))
         func isTransfer(_ slot: Int) -> Bool {
             switch workload { case .transferFlush: slot % 2 == 0; case .transfer: true; case .flush: false }
         }

@@ -22,6 +22,12 @@ public final class VirglRendererCore {
     private var contexts: [UInt32: Set<UInt32>] = [:]   // context -> attached resources
     private var resources: [UInt32: Resource] = [:]
 
+    /// virglrenderer's fence eventfd (VIRGL_RENDERER_THREAD_SYNC: its sync thread waits for the
+    /// GL fences and makes this readable when one retires; `pollFences` then collects them), or
+    /// -1 when virglrenderer runs without its sync thread (fences must then be polled).
+    /// Owned by virglrenderer: never closed or read here.
+    public let fencePollFD: Int32
+
     /// GL_RENDERER and GL_VERSION of the EGL display, and its platform ("surfaceless", "gbm").
     public let glRenderer: String
     public let glVersion: String
@@ -44,14 +50,20 @@ public final class VirglRendererCore {
         // The owner pointer stays valid: `fences` lives as long as this core, and the core
         // calls vgpu_virgl_cleanup before it goes.
         let owner = Unmanaged.passUnretained(fences).toOpaque()
-        let rc = vgpu_virgl_init(display, 0, { owner, fence in
+        // VIRGL_RENDERER_THREAD_SYNC: virglrenderer's own thread waits for each fence's GL sync
+        // and signals an eventfd, so fences need no polling. VGPU_VIRGL_POLL_FENCES=1 turns it
+        // off (the 1 ms polling fallback, for comparisons).
+        let threadSync = getenv("VGPU_VIRGL_POLL_FENCES").map { String(cString: $0) != "1" } ?? true
+        let rc = vgpu_virgl_init(display, threadSync ? Int32(VIRGL_RENDERER_THREAD_SYNC) : 0, { owner, fence in
             Unmanaged<FenceTracker>.fromOpaque(owner!).takeUnretainedValue().retired(upTo: fence)
         }, owner)
         guard rc == 0 else {
             vgpu_egl_close(display)
             egl = nil
+            fencePollFD = -1
             throw .initFailed(rc)
         }
+        fencePollFD = threadSync ? virgl_renderer_get_poll_fd() : -1
     }
 
     /// Drops every resource and context, cleans virglrenderer up and closes EGL. Last call.

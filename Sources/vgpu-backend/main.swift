@@ -57,6 +57,9 @@ struct Serve: ParsableCommand {
     var maxResourceMemoryMiB: UInt64 = 1024
 
     // Long only: QEMU's vhost-user-gpu uses -v for --virgl, and the short options match its.
+    @Option(name: [.customLong("max-resources")], help: "Most resources one device holds at once (default 4096).")
+    var maxResources: Int = 4096
+
     @Flag(name: [.long], help: "Log debug messages.")
     var verbose = false
 
@@ -95,6 +98,7 @@ struct Serve: ParsableCommand {
         if virgl && socketPath.count > 1 { throw ValidationError("--virgl serves one device per process (virglrenderer is process-wide); give one --socket-path") }
         guard (1...16).contains(maxOutputs) else { throw ValidationError("--max-outputs must be between 1 and 16") }
         guard maxResourceMemoryMiB >= 1, maxResourceMemoryMiB <= 1 << 20 else { throw ValidationError("--max-resource-memory must be between 1 and 1048576 MiB") }
+        guard (1...1_000_000).contains(maxResources) else { throw ValidationError("--max-resources must be between 1 and 1000000") }
     }
 
     func run() throws {
@@ -118,6 +122,7 @@ struct Serve: ParsableCommand {
         var config = GPUDeviceConfig()
         config.numScanouts = maxOutputs
         config.maxTotalBytes = maxResourceMemoryMiB << 20
+        config.maxResources = maxResources
         // auto: only with --virgl, where QEMU's display must have GL (libvirt requires it for
         // accel3d); QEMU's replies cannot tell a GL console from one without (design notes).
         config.dmabufScanout = dmabufScanout == .on || (dmabufScanout == .auto && virgl)

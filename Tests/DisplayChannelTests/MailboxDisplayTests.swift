@@ -51,6 +51,18 @@ private final class ComposingSink: DisplaySink {
 
 private func frame(_ w: Int, _ h: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, count: w * h * 4) }
 
+/// A deferred-update source: a w x h image whose bytes all hold `value`, counting its pulls.
+private final class FillSource: MailboxPixelSource {
+    let value = Atomic<UInt8>(0)
+    let pulls = Atomic<Int>(0)
+    func copy(_ rect: PixelRect, to destination: UnsafeMutableRawPointer, pitch: Int) -> Bool {
+        pulls.add(1, ordering: .relaxed)
+        let v = value.load(ordering: .acquiring)
+        for row in 0..<Int(rect.height) { memset(destination + row * pitch, Int32(v), Int(rect.width) * 4) }
+        return true
+    }
+}
+
 @Suite struct MailboxDisplayTests {
     @Test func newestFrameWinsAndTheLastIsAlwaysShown() {
         let inner = ComposingSink()
@@ -70,6 +82,86 @@ private func frame(_ w: Int, _ h: Int, _ value: UInt8) -> [UInt8] { [UInt8](repe
         #expect(s.images[0] == frame(w, h, 10))      // the last one
         #expect(s.updates == 2)                      // 1, then only the newest of 2...10
         #expect(mailbox.counts == (received: 10, sent: 2))
+    }
+
+    @Test func deferredUpdatesArePulledOncePerImageSentAndShowTheLastSource() {
+        let inner = ComposingSink()
+        let mailbox = MailboxDisplay(inner: inner)
+        defer { mailbox.close() }
+        let (w, h) = (16, 8)
+        let whole = PixelRect(x: 0, y: 0, width: UInt32(w), height: UInt32(h))
+        let source = FillSource()
+        mailbox.setScanout(0, width: UInt32(w), height: UInt32(h))
+        inner.holding.store(true, ordering: .releasing)
+        source.value.store(1, ordering: .releasing)
+        mailbox.update(scanout: 0, rect: whole, source: source)
+        inner.entered.wait()                        // the display is busy with image 1
+        for v in 2...10 {
+            source.value.store(UInt8(v), ordering: .releasing)
+            mailbox.update(scanout: 0, rect: whole, source: source)   // nothing copied here
+        }
+        #expect(source.pulls.load(ordering: .relaxed) == 1)
+        inner.holding.store(false, ordering: .releasing)
+        inner.gate.signal()
+        #expect(mailbox.waitUntilSent())
+        #expect(inner.state.withLock { $0.images[0] } == frame(w, h, 10))
+        #expect(source.pulls.load(ordering: .relaxed) == 2)   // one per image sent
+        #expect(mailbox.counts == (received: 10, sent: 2))
+    }
+
+    @Test func pullDeferredKeepsTheFlushedPixelsWhenTheSourceChangesLater() {
+        let inner = ComposingSink()
+        let mailbox = MailboxDisplay(inner: inner)
+        defer { mailbox.close() }
+        let (w, h) = (8, 8)
+        let whole = PixelRect(x: 0, y: 0, width: UInt32(w), height: UInt32(h))
+        let source = FillSource()
+        mailbox.setScanout(0, width: UInt32(w), height: UInt32(h))
+        inner.holding.store(true, ordering: .releasing)
+        mailbox.update(scanout: 0, rect: whole, pixels: frame(w, h, 0x01), stride: w * 4)
+        inner.entered.wait()                        // the sender is busy: the next stays queued
+        source.value.store(0x11, ordering: .releasing)
+        mailbox.update(scanout: 0, rect: whole, source: source)
+        // The source is about to change (a transfer): its flushed pixels are taken first.
+        mailbox.pullDeferred(scanout: 0)
+        source.value.store(0x22, ordering: .releasing)
+        inner.holding.store(false, ordering: .releasing)
+        inner.gate.signal()
+        #expect(mailbox.waitUntilSent())
+        #expect(inner.state.withLock { $0.images[0] } == frame(w, h, 0x11))
+    }
+
+    @Test func aCopiedUpdateAfterADeferredOneLandsOnTopAndAScanoutDropsPending() {
+        let inner = ComposingSink()
+        let mailbox = MailboxDisplay(inner: inner)
+        defer { mailbox.close() }
+        let (w, h) = (8, 4)
+        let whole = PixelRect(x: 0, y: 0, width: UInt32(w), height: UInt32(h))
+        let top = PixelRect(x: 0, y: 0, width: UInt32(w), height: 2)
+        let source = FillSource()
+        mailbox.setScanout(0, width: UInt32(w), height: UInt32(h))
+        inner.holding.store(true, ordering: .releasing)
+        mailbox.update(scanout: 0, rect: whole, pixels: frame(w, h, 0x01), stride: w * 4)
+        inner.entered.wait()
+        source.value.store(0x33, ordering: .releasing)
+        mailbox.update(scanout: 0, rect: whole, source: source)
+        mailbox.update(scanout: 0, rect: top, pixels: frame(w, 2, 0x44), stride: w * 4)
+        inner.holding.store(false, ordering: .releasing)
+        inner.gate.signal()
+        #expect(mailbox.waitUntilSent())
+        #expect(inner.state.withLock { $0.images[0] } == frame(w, 2, 0x44) + frame(w, 2, 0x33))
+        // Pending pixels of the old surface never reach the new one.
+        inner.holding.store(true, ordering: .releasing)
+        mailbox.update(scanout: 0, rect: whole, pixels: frame(w, h, 0x05), stride: w * 4)
+        inner.entered.wait()
+        let before = source.pulls.load(ordering: .relaxed)
+        mailbox.update(scanout: 0, rect: whole, source: source)
+        mailbox.setScanout(0, width: UInt32(w), height: UInt32(h))
+        inner.holding.store(false, ordering: .releasing)
+        inner.gate.signal()
+        #expect(mailbox.waitUntilSent())
+        #expect(source.pulls.load(ordering: .relaxed) == before)
+        #expect(inner.state.withLock { $0.log.last } == "scanout 0 8x4")
     }
 
     @Test func theCallerMayWriteItsPixelsAsSoonAsUpdateReturns() {

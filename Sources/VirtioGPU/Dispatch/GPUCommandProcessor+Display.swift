@@ -18,7 +18,7 @@ extension GPUCommandProcessor {
                 if s.viaDMABUF, showViaDMABUF(i, resource: id, rect: s.rect, display: display) { continue }
                 t[i].viaDMABUF = false
                 t[i].wholeFrameOwed = false
-                try? showWithPixels(i, t[i], display: display)
+                try? showWithPixels(i, &t, display: display)
             }
         }
     }
@@ -35,7 +35,7 @@ extension GPUCommandProcessor {
                 t[i].wholeFrameOwed = false
                 let s = t[i]
                 guard s.resource != nil, !s.viaDMABUF else { continue }
-                do { try sendWholeFrame(i, s, display: display) } catch {
+                do { try sendWholeFrame(i, &t, display: display) } catch {
                     logger.debug("scanout \(i): owed frame not sent: \(error)")
                 }
             }
@@ -43,20 +43,74 @@ extension GPUCommandProcessor {
     }
 
     /// SCANOUT with the head's size and one full UPDATE from the host copy.
-    func showWithPixels(_ index: Int, _ s: Scanout, display: any DisplaySink) throws(GPUFailure) {
+    func showWithPixels(_ index: Int, _ t: inout ScanoutTable, display: any DisplaySink) throws(GPUFailure) {
+        let s = t[index]
         guard s.resource != nil else { return }
         display.setScanout(UInt32(index), width: s.rect.width, height: s.rect.height)
-        try sendWholeFrame(index, s, display: display)
+        try sendWholeFrame(index, &t, display: display)
     }
 
     /// One UPDATE of the whole head from the host copy (no SCANOUT).
-    func sendWholeFrame(_ index: Int, _ s: Scanout, display: any DisplaySink) throws(GPUFailure) {
+    func sendWholeFrame(_ index: Int, _ t: inout ScanoutTable, display: any DisplaySink) throws(GPUFailure) {
+        let s = t[index]
+        guard s.resource != nil else { return }
+        try sendPixels(index, &t, part: s.rect, display: display)
+    }
+
+    /// Sends `part` (resource pixels, within the head's rect) of the resource head `index` shows.
+    /// Through the display mailbox with a 2D host copy, the update is deferred: the mailbox's
+    /// sender reads the host copy when it sends the image (one copy per image sent, none per
+    /// flush; what the display may show is written in MailboxDisplay.swift). Otherwise the
+    /// pixels are handed over now.
+    func sendPixels(_ index: Int, _ t: inout ScanoutTable, part: PixelRect, display: any DisplaySink) throws(GPUFailure) {
+        let s = t[index]
         guard let id = s.resource else { return }
-        let whole = PixelRect(x: 0, y: 0, width: s.rect.width, height: s.rect.height)
-        try renderer.withScanoutPixels(id, rect: s.rect) { pixels, stride in
-            display.update(scanout: UInt32(index), rect: whole, pixels: pixels, stride: stride)
+        let target = PixelRect(x: part.x - s.rect.x, y: part.y - s.rect.y, width: part.width, height: part.height)
+        if let mailbox = display as? MailboxDisplay, let r2 = renderer as? Renderer2D {
+            guard let g = r2.geometry(of: id) else { throw .invalidResourceID("\(id) does not exist") }
+            guard part.lies(within: g.width, g.height), !part.isEmpty else { throw .invalidParameter("rect \(part) outside \(id)") }
+            let source: HostCopyPixelSource
+            if let cached = t.pixelSources[index], cached.renderer === r2, cached.resource == id,
+               cached.originX == s.rect.x, cached.originY == s.rect.y {
+                source = cached
+            } else {
+                source = HostCopyPixelSource(renderer: r2, resource: id, originX: s.rect.x, originY: s.rect.y)
+                t.pixelSources[index] = source
+            }
+            // An image of this head not taken yet (a guest re-flushing before the display took
+            // its last frame): wait for the sender to take it, as a transfer does, so images
+            // nobody will see cost neither copies nor a busy worker.
+            mailbox.pullDeferred(scanout: UInt32(index), wait: Self.deferredPullWait)
+            mailbox.update(scanout: UInt32(index), rect: target, source: source)
+            return
+        }
+        try renderer.withScanoutPixels(id, rect: part) { pixels, stride in
+            display.update(scanout: UInt32(index), rect: target, pixels: pixels, stride: stride)
         }
     }
+
+    /// Before a transfer writes `id`'s host copy: heads showing it whose deferred update the
+    /// mailbox has not sent yet get their pixels out of the host copy first, so they show what
+    /// was flushed. The transfer waits (at most `deferredPullWait`) for the sender to take them
+    /// with its next image, else they are copied here. Only a guest that transfers into the
+    /// buffer it just flushed, before the display took that frame, ever waits (double-buffered
+    /// page flips transfer into the other buffer); it then runs at the display's rate.
+    func pullDeferredPixels(of id: ResourceID) {
+        guard let mailbox = display as? MailboxDisplay else { return }
+        let heads = scanouts.withLock { t -> (Int, Int) in
+            // At most two heads show one resource in practice; no allocation.
+            var first = -1, second = -1
+            for i in 0..<t.count where t[i].resource == id && t.pixelSources[i] != nil {
+                if first < 0 { first = i } else if second < 0 { second = i } else { mailbox.pullDeferred(scanout: UInt32(i)) }
+            }
+            return (first, second)
+        }
+        if heads.0 >= 0 { mailbox.pullDeferred(scanout: UInt32(heads.0), wait: Self.deferredPullWait) }
+        if heads.1 >= 0 { mailbox.pullDeferred(scanout: UInt32(heads.1), wait: Self.deferredPullWait) }
+    }
+
+    /// How long a transfer waits for the display sender to take a flushed frame of its resource.
+    static let deferredPullWait: Duration = .milliseconds(20)
 
     /// Disables head `index` on the display (its dmabuf too, if it showed one).
     func disableHead(_ index: Int, _ t: inout ScanoutTable, display: any DisplaySink) {
@@ -101,7 +155,7 @@ extension GPUCommandProcessor {
             giveUpDMABUFScanout(because: result)
             _ = display.scanoutDMABUF(UInt32(index), rect: t[index].rect, buffer: nil)
             t[index].viaDMABUF = false
-            try? showWithPixels(index, t[index], display: display)
+            try? showWithPixels(index, &t, display: display)
         }
     }
 

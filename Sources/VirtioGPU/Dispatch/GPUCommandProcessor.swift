@@ -223,6 +223,7 @@ public final class GPUCommandProcessor: Sendable {
         case let .resourceFlush(c):
             try flushResource(ResourceID(c.resource_id), rect: PixelRect(c.r))
         case let .transferToHost2D(c):
+            pullDeferredPixels(of: ResourceID(c.resource_id))
             try renderer.transferToHost2D(ResourceID(c.resource_id), rect: PixelRect(c.r), offset: c.offset, memory: memory)
         case let .resourceAttachBacking(c, entries):
             let id = ResourceID(c.resource_id)
@@ -421,7 +422,6 @@ public final class GPUCommandProcessor: Sendable {
         }
         guard !rect.isEmpty else { return }
         let display = self.display
-        let renderer = self.renderer
         try scanouts.withLock { (t: inout ScanoutTable) throws(GPUFailure) in
             for i in 0..<t.count {
                 let s = t[i]
@@ -435,12 +435,10 @@ public final class GPUCommandProcessor: Sendable {
                 if s.wholeFrameOwed {
                     // First pixels since SET_SCANOUT: the whole head, whatever the rect.
                     t[i].wholeFrameOwed = false
-                    try sendWholeFrame(i, s, display: display)
+                    try sendWholeFrame(i, &t, display: display)
                     continue
                 }
-                try renderer.withScanoutPixels(id, rect: part) { pixels, stride in
-                    display.update(scanout: UInt32(i), rect: target, pixels: pixels, stride: stride)
-                }
+                try sendPixels(i, &t, part: part, display: display)
             }
         }
     }

@@ -22,11 +22,37 @@ public struct Scanout: Equatable, Sendable {
     public static let disabled = Scanout(resource: nil, rect: PixelRect(x: 0, y: 0, width: 0, height: 0))
 }
 
+/// The pixels a head shows, read from a 2D resource's host copy when the display mailbox sends
+/// them (deferred updates): head rect (x, y) is resource pixel (x + origin.x, y + origin.y).
+final class HostCopyPixelSource: MailboxPixelSource {
+    let renderer: Renderer2D
+    let resource: ResourceID
+    let originX: UInt32, originY: UInt32
+
+    init(renderer: Renderer2D, resource: ResourceID, originX: UInt32, originY: UInt32) {
+        self.renderer = renderer
+        self.resource = resource
+        self.originX = originX
+        self.originY = originY
+    }
+
+    func copy(_ rect: PixelRect, to destination: UnsafeMutableRawPointer, pitch: Int) -> Bool {
+        let r = PixelRect(x: rect.x &+ originX, y: rect.y &+ originY, width: rect.width, height: rect.height)
+        return renderer.copyScanoutPixels(resource, rect: r, to: destination, pitch: pitch)
+    }
+}
+
 /// The device's heads (1...16). Touched by the control worker, reset and snapshots.
 struct ScanoutTable {
     private(set) var scanouts: [Scanout]
+    /// Per head, the pixel source its last deferred update used (reused while the head shows
+    /// the same resource at the same origin, so flushes allocate nothing).
+    var pixelSources: [HostCopyPixelSource?]
 
-    init(count: Int) { scanouts = Array(repeating: .disabled, count: count) }
+    init(count: Int) {
+        scanouts = Array(repeating: .disabled, count: count)
+        pixelSources = Array(repeating: nil, count: count)
+    }
 
     var count: Int { scanouts.count }
 

@@ -20,6 +20,13 @@ public final class Renderer2D: GPURenderer {
     private let scratch = Mutex(ScratchBuffer())
     /// Makes the host buffers resources are exported as (shared by every device of the process).
     public let hostBuffers: HostBufferAllocator
+    /// Host copies of small resources that were never exported nor handed out, kept after
+    /// UNREF (zeroed) for the next CREATE_2D of the same page-rounded size: a create + unref
+    /// then costs no memfd_create/ftruncate/mmap/munmap/close (munmap in a threaded process
+    /// also costs TLB shootdowns). At most `spareCount` of at most `spareMaxBytes` each.
+    private let spares = Mutex<[Int: [HostPixelStorage]]>([:])
+    static let spareMaxBytes = 64 << 10
+    static let spareCount = 32
 
     public init(limits: ResourceLimits, hostBuffers: HostBufferAllocator = .memfdOnly) {
         self.table = Mutex(ResourceTable(limits: limits))
@@ -40,7 +47,7 @@ public final class Renderer2D: GPURenderer {
             // bytes <= maxResourceBytes, checked above, so it fits an Int.
             guard let length = Int(exactly: bytes) else { throw .outOfMemory("\(bytes) bytes") }
             let storage: HostPixelStorage
-            do { storage = try HostPixelStorage(length: length, name: "vgpu:\(id.raw)") }
+            do { storage = try takeSpare(length: length) ?? HostPixelStorage(length: length, name: "vgpu:\(id.raw)") }
             catch { throw .outOfMemory("host copy of \(id) (\(bytes) bytes): \(error)") }
             let stride = Int(width) * PixelFormat.bytesPerPixel
             t.insert(Resource2D(id: id, format: format, width: width, height: height, stride: stride, storage: storage))
@@ -49,8 +56,34 @@ public final class Renderer2D: GPURenderer {
 
     public func destroyResource(_ id: ResourceID) throws(GPUFailure) {
         // The storage is released after the lock: munmap/close are not done under it.
-        let removed = table.withLock { $0.remove(id) }
-        guard removed != nil else { throw .invalidResourceID("\(id) does not exist") }
+        guard var r = table.withLock({ $0.remove(id) }) else { throw .invalidResourceID("\(id) does not exist") }
+        keepSpare(&r)
+    }
+
+    private static func pageRounded(_ length: Int) -> Int { (length + pageSize - 1) / pageSize * pageSize }
+
+    /// A zeroed spare host copy of `length`'s page-rounded size, if one is kept.
+    private func takeSpare(length: Int) throws(HostBufferError) -> HostPixelStorage? {
+        let size = Self.pageRounded(length)
+        guard size <= Self.spareMaxBytes else { return nil }
+        guard let spare = spares.withLock({ $0[size]?.popLast() }) else { return nil }
+        return try HostPixelStorage(buffer: spare.buffer, length: length)
+    }
+
+    /// Keeps `r`'s host copy for reuse when nothing outside this table can see it: no export,
+    /// no fd handed out, a plain memfd, small, and no other reference (a display or test).
+    private func keepSpare(_ r: inout Resource2D) {
+        guard r.export == nil, r.storage.buffer.kind == .memfd, r.storage.buffer.size <= Self.spareMaxBytes,
+              !r.storage.handedOut.load(ordering: .acquiring), isKnownUniquelyReferenced(&r.storage),
+              let base = r.storage.buffer.base else { return }
+        let size = r.storage.buffer.size
+        // Safety: the mapping is `size` bytes, and no one else references it.
+        memset(base, 0, size)
+        let storage = r.storage
+        spares.withLock { s in
+            guard s.values.reduce(0, { $0 + $1.count }) < Self.spareCount else { return }
+            s[size, default: []].append(storage)
+        }
     }
 
     public func attachBacking(_ id: ResourceID, _ backing: BackingStore) throws(GPUFailure) {
@@ -137,6 +170,36 @@ public final class Renderer2D: GPURenderer {
                 }
                 body(UnsafeRawPointer(dst), rowBytes)
             }
+        }
+    }
+
+    /// Copies `rect` of the host copy as XRGB8888 to `destination` (the rect's first pixel, rows
+    /// `pitch` apart) under the table lock, which every transfer holds for its whole copy: the
+    /// pixels are those of one moment between transfers, never half of one. False when the
+    /// resource is gone or the rect does not lie within it. For the display mailbox's sender.
+    public func copyScanoutPixels(_ id: ResourceID, rect r: PixelRect, to destination: UnsafeMutableRawPointer, pitch: Int) -> Bool {
+        table.withLock { t in
+            guard let res = t[id], r.lies(within: res.width, res.height), !r.isEmpty, pitch >= Int(r.width) * 4 else { return false }
+            // Safety: r lies within the resource, so every row read is inside the mapping; the
+            // caller provides r.height rows of pitch bytes at destination.
+            let first = UnsafeRawPointer(res.storage.base + Int(r.y) * res.stride + Int(r.x) * 4)
+            let rowBytes = Int(r.width) * 4
+            res.storage.buffer.beginCPUAccess(write: false)
+            defer { res.storage.buffer.endCPUAccess(write: false) }
+            if res.format.isDisplayNative {
+                if pitch == rowBytes && res.stride == rowBytes {
+                    destination.copyMemory(from: first, byteCount: rowBytes * Int(r.height))
+                } else {
+                    for row in 0..<Int(r.height) {
+                        (destination + row * pitch).copyMemory(from: first + row * res.stride, byteCount: rowBytes)
+                    }
+                }
+            } else {
+                for row in 0..<Int(r.height) {
+                    _ = vgpu_convert_to_xrgb8888(res.format.wireValue, destination + row * pitch, first + row * res.stride, Int(r.width))
+                }
+            }
+            return true
         }
     }
 
@@ -248,7 +311,12 @@ public final class Renderer2D: GPURenderer {
 
     public func openHostBuffer(_ id: ResourceID) throws(GPUFailure) -> (fd: Int32, info: HostBufferInfo) {
         // Taken under the lock, opened after it: the strong reference keeps the buffer alive.
-        let found = table.withLock { t in t[id].map { ($0.export?.buffer ?? $0.storage.buffer, Self.info(of: $0)) } }
+        let found = table.withLock { t in
+            t[id].map { r in
+                if r.export == nil { r.storage.handedOut.store(true, ordering: .releasing) }
+                return (r.export?.buffer ?? r.storage.buffer, Self.info(of: r))
+            }
+        }
         guard let (buffer, info) = found else { throw .invalidResourceID("\(id) does not exist") }
         do { return (try buffer.exportFD(), info) } catch { throw .unspec("export of \(id): \(error)") }
     }
@@ -282,6 +350,7 @@ public final class Renderer2D: GPURenderer {
             return all
         }
         _ = dropped
+        spares.withLock { $0.removeAll() }
         scratch.withLock { $0.release() }
     }
 }

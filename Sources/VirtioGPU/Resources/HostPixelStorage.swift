@@ -1,4 +1,5 @@
 import HostBuffers
+import Synchronization
 
 /// The host copy of a resource's pixels: a mapped host buffer (a memfd from RESOURCE_CREATE_2D,
 /// or, once the resource is exported as a dma-heap or DRM dumb shadow, that dmabuf), written by
@@ -14,6 +15,9 @@ public final class HostPixelStorage: @unchecked Sendable {
     public let base: UnsafeMutableRawPointer
     /// Bytes of pixels (`stride * height`).
     public let length: Int
+    /// An fd of this buffer went to a consumer (vgpuctl export/dump, GET_SHARED_OBJECT): it is
+    /// never reused for another resource.
+    let handedOut = Atomic<Bool>(false)
 
     /// The buffer's fd. Owned by `buffer`: `dup` it (or `buffer.exportFD()`) to hand it out.
     public var fd: Int32 { buffer.fd }
