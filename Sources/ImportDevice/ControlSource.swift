@@ -74,12 +74,18 @@ final class ControlSource: Sendable {
     /// may go unseen). It reconnects every second until `stop`.
     func startWatching(event: @escaping @Sendable (ResolveEvent) -> Void, lost: @escaping @Sendable () -> Void) {
         watchEnded.withLock { $0 = false }
+        // The first subscription is made here, before the device serves a request: an unref
+        // between an IMPORT and a watch still being set up would otherwise go unseen (QUERY
+        // would still catch it, but the mapping would stay until then).
+        let first = try? ResolveWatch(path: path, timeout: timeout)
         startThread(name: "import-watch") { [self] in
             defer { watchEnded.withLock { $0 = true } }
             var reported = false
+            var pending = first
             while !stopped.load(ordering: .acquiring) {
                 do {
-                    let watch = try ResolveWatch(path: path, timeout: timeout)
+                    let watch: ResolveWatch
+                    if let p = pending { watch = p; pending = nil } else { watch = try ResolveWatch(path: path, timeout: timeout) }
                     if reported { log.logger.debug("control socket \(path): watching again") }
                     reported = false
                     do { try follow(watch, event: event) } catch {
