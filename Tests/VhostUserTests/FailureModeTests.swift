@@ -77,7 +77,6 @@ import Glibc
     /// completions held a bare Int32 and the fd closed with the worker.
     @Test func lateCompletionsKeepTheirWakeFD() throws {
         let device = DeferringDevice()
-        let before = openFDSet()
         do {
             let served = try ServedDevice(device)
             do {
@@ -93,8 +92,9 @@ import Glibc
         var kept: QueueCompletions? = try #require(device.completions.withLock { $0 })
         device.completions.withLock { $0 = nil }
         // The worker and its connection are gone; the completions still hold the wake eventfd.
+        // (Not compared with the fds open before the test: a reused number for another eventfd
+        // reads the same in both sets. Seen under ASan.)
         let held = openFDSet()
-        #expect(fdsLeaked(since: before, timeout: 1).contains { $0.hasSuffix("anon_inode:[eventfd]") })
         kept?.complete(head: 0, length: 1)   // a late fence: ignored, and it writes into our own fd
         kept = nil
         // Dropping the last holder closes it (other tests' fds may come and go meanwhile: only
