@@ -109,6 +109,15 @@ public final class MailboxDisplay: DisplaySink {
         var source: (any MailboxPixelSource)?
 
         var hasWork: Bool { scanoutOwed || dirty != nil }
+
+        /// The head has a surface and `rect` lies within it.
+        func holds(_ rect: PixelRect) -> Bool {
+            width > 0 && height > 0 && UInt64(rect.x) + UInt64(rect.width) <= UInt64(width)
+                && UInt64(rect.y) + UInt64(rect.height) <= UInt64(height)
+        }
+
+        /// `rect` is part of the next image.
+        mutating func markDirty(_ rect: PixelRect) { dirty = dirty.map { $0.union(rect) } ?? rect }
     }
 
     // @unchecked: the buffers' raw pointers are only touched under the Mutex, or (front, while
@@ -232,16 +241,15 @@ public final class MailboxDisplay: DisplaySink {
         let queued = state.withLock { s -> Bool in
             guard !s.closing else { return false }
             let i = Int(id)
-            let (w, h) = (s.heads[i].width, s.heads[i].height)
-            guard w > 0, h > 0, UInt64(rect.x) + UInt64(rect.width) <= UInt64(w),
-                  UInt64(rect.y) + UInt64(rect.height) <= UInt64(h) else { return false }
+            guard s.heads[i].holds(rect) else { return false }
+            let w = s.heads[i].width
             // Older deferred pixels go in first: these are newer.
             Self.pullPending(&s.heads[i])
             guard let back = Self.prepareBack(&s.heads[i], writing: rect) else { return false }
             // Safety: `rect` lies within the surface, and the caller guarantees `rect.height`
             // rows of `rect.width * 4` bytes at `pixels`, `stride` apart.
             Self.copy(rect, from: pixels, stride: stride, to: back, pitch: Int(w) * 4)
-            s.heads[i].dirty = s.heads[i].dirty.map { $0.union(rect) } ?? rect
+            s.heads[i].markDirty(rect)
             s.imagesIn &+= 1
             return true
         }
@@ -256,15 +264,13 @@ public final class MailboxDisplay: DisplaySink {
         let queued = state.withLock { s -> Bool in
             guard !s.closing else { return false }
             let i = Int(id)
-            let (w, h) = (s.heads[i].width, s.heads[i].height)
-            guard w > 0, h > 0, UInt64(rect.x) + UInt64(rect.width) <= UInt64(w),
-                  UInt64(rect.y) + UInt64(rect.height) <= UInt64(h) else { return false }
+            guard s.heads[i].holds(rect) else { return false }
             // `pending` stays exactly one flushed rect, so a pull never shows source pixels
             // outside what was flushed: an older pending rect the new one does not cover (or
             // of another source) is pulled now.
             if let old = s.heads[i].pending {
                 if s.heads[i].source === source && old.contains(rect) {
-                    s.heads[i].dirty = s.heads[i].dirty.map { $0.union(rect) } ?? rect
+                    s.heads[i].markDirty(rect)
                     s.imagesIn &+= 1
                     return true
                 }
@@ -272,7 +278,7 @@ public final class MailboxDisplay: DisplaySink {
             }
             s.heads[i].source = source
             s.heads[i].pending = rect
-            s.heads[i].dirty = s.heads[i].dirty.map { $0.union(rect) } ?? rect
+            s.heads[i].markDirty(rect)
             s.imagesIn &+= 1
             return true
         }

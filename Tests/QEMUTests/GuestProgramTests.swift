@@ -199,20 +199,27 @@ actor GuestProgramRuns {
     }
 
     private static func boot(_ options: GuestOptions, controlSocket: String?) async -> GuestProgramRun {
+        await session(options, drive: { guest, box in try await drive(guest, box, controlSocket: controlSocket) },
+                      failed: { run in
+                          run.outcomes.values.contains { o in !o.screenFailures.isEmpty || o.allChecks.contains { !run.allowed($0) } }
+                      })
+    }
+
+    /// Boots `options`, lets `drive` follow the guest and fill the run in, and returns the run.
+    /// When `failed` says a scenario failed, the session is ended with an error so the work
+    /// folder (screens, logs) is kept and the diagnostics are attached; that failure itself is
+    /// reported by each scenario's test, anything else fails them all (`run.error`).
+    static func session(_ options: GuestOptions, drive: @escaping (GuestSession, Box) async throws -> Void,
+                        failed: @escaping (GuestProgramRun) -> Bool) async -> GuestProgramRun {
         let label = options.backend.label
         let box = Box(GuestProgramRun(kernel: options.kernel.series, backend: label, isVgpuBackend: label == "vgpu-backend"))
         let start = ContinuousClock.now
         do {
             try await GuestSession.run(options) { guest in
-                try await drive(guest, box, controlSocket: controlSocket)
-                let failed = box.run.outcomes.values.contains { o in
-                    !o.screenFailures.isEmpty || o.allChecks.contains { !box.run.allowed($0) }
-                }
-                // Throwing keeps the work folder (screens, logs) and gets the diagnostics.
-                if failed { throw ScreenMismatch(description: "a scenario failed (details in the tests' messages)") }
+                try await drive(guest, box)
+                if failed(box.run) { throw ScreenMismatch(description: "a scenario failed (details in the tests' messages)") }
             }
         } catch let error as GuestSessionError {
-            // A scenario's own failure is reported by its test; anything else fails them all.
             if !(error.underlying is ScreenMismatch) { box.run.error = "\(error.underlying)" }
             box.run.diagnostics = error.diagnostics
         } catch {

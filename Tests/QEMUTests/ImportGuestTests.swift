@@ -133,28 +133,11 @@ actor ImportRuns {
         return await task.value
     }
 
-    struct ScenarioFailed: Error, CustomStringConvertible { let description: String }
-
     private static func boot(_ options: GuestOptions, controlSocket: String?) async -> GuestProgramRun {
-        let label = options.backend.label
-        let box = GuestProgramRuns.Box(GuestProgramRun(kernel: options.kernel.series, backend: label, isVgpuBackend: label == "vgpu-backend"))
-        let start = ContinuousClock.now
-        do {
-            try await GuestSession.run(options) { guest in
-                try await drive(guest, box, controlSocket: controlSocket)
-                let run = box.run
-                if run.outcomes.values.contains(where: { $0.allChecks.contains { !allowed($0, run: run) } }) {
-                    throw ScenarioFailed(description: "a scenario failed (details in the tests' messages)")
-                }
-            }
-        } catch let error as GuestSessionError {
-            if !(error.underlying is ScenarioFailed) { box.run.error = "\(error.underlying)" }
-            box.run.diagnostics = error.diagnostics
-        } catch {
-            box.run.error = "\(error)"
-        }
-        box.run.duration = ContinuousClock.now - start
-        return box.run
+        await GuestProgramRuns.session(options, drive: { guest, box in try await drive(guest, box, controlSocket: controlSocket) },
+                                       failed: { run in
+                                           run.outcomes.values.contains { $0.allChecks.contains { !allowed($0, run: run) } }
+                                       })
     }
 
     /// Follows the guest; at `VGPU-READY import-held` / `import-multigpu` reads vgpuctl.
