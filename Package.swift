@@ -20,7 +20,7 @@ let package = Package(
         .executable(name: "vgpu-hostbuffer-check", targets: ["vgpu-hostbuffer-check"]),
         .executable(name: "vgpu-import-device", targets: ["vgpu-import-device"]),
         .library(name: "VGPUResolve", targets: ["VGPUResolve"]),
-        .library(name: "VhostUserFrontend", targets: ["VhostUserFrontend"]),
+        .library(name: "FrontendSide", targets: ["FrontendSide"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -30,39 +30,50 @@ let package = Package(
     targets: [
         // What Swift cannot express: CMSG/SCM_RIGHTS, ioctls, uapi structs, ring atomics, pixel swizzles.
         .target(name: "CShims"),
+        // System plumbing every layer uses: owned fds, eventfds, threads, the fd-passing UNIX socket,
+        // EINTR, bounded polls, clocks, the rate-limited logger, the PNG encoder.
+        .target(name: "SystemSupport", dependencies: [
+            "CShims",
+            .product(name: "SystemPackage", package: "swift-system"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
         // Guest memory map and split virtqueues. No sockets, no device knowledge.
         .target(name: "VirtioCore", dependencies: ["CShims"], swiftSettings: swiftSettings),
         // vhost-user protocol: codec, fd-passing socket, backend server loop, device protocol.
         .target(name: "VhostUser", dependencies: [
-            "CShims", "VirtioCore",
+            "CShims", "SystemSupport", "VirtioCore",
             .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         // The driver side of vhost-user: memfd guest RAM, driver queues. Used by tests and vgpu-bench.
-        .target(name: "VhostUserFrontend", dependencies: [
-            "CShims", "CImportWire", "VirtioCore", "VhostUser",
+        .target(name: "FrontendSide", dependencies: [
+            "CShims", "CImportWire", "SystemSupport", "VirtioCore", "VhostUser", "DisplayChannel",
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),
         // Host buffers: memfd, udmabuf, dma-heap and DRM dumb buffers; the check-host probes.
         .target(name: "HostBuffers", dependencies: [
-            "CShims",
+            "CShims", "SystemSupport",
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),
         // The vhost-user-gpu display socket to QEMU (docs/interop/vhost-user-gpu.rst).
         .target(name: "DisplayChannel", dependencies: [
-            "CShims",
+            "CShims", "SystemSupport",
             .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         // virtio-gpu: wire structs, command dispatch, resources, scanouts, cursor, UUID registry, 2D renderer.
         .target(name: "VirtioGPU", dependencies: [
-            "CShims", "VirtioCore", "VhostUser", "DisplayChannel", "HostBuffers", "VirglRenderer",
+            "CShims", "SystemSupport", "VirtioCore", "VhostUser", "DisplayChannel", "HostBuffers", "VirglRenderer",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),
         // The backend's control socket (versioned JSON lines, docs/control-protocol.md) and its client.
-        .target(name: "ControlPlane", dependencies: [
-            "CShims", "VirtioCore", "VhostUser", "VirtioGPU",
+        .target(name: "ControlProtocol", dependencies: [
+            "CShims", "SystemSupport", "VhostUser",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: swiftSettings),
+        .target(name: "ControlServer", dependencies: [
+            "CShims", "SystemSupport", "ControlProtocol", "VirtioCore", "VhostUser", "VirtioGPU",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),
@@ -73,74 +84,74 @@ let package = Package(
         .systemLibrary(name: "CEpoxy", pkgConfig: "epoxy", providers: [.apt(["libepoxy-dev"])]),
         .systemLibrary(name: "CGBM", pkgConfig: "gbm", providers: [.apt(["libgbm-dev"])]),
         .target(name: "CVirglGlue", dependencies: ["CVirglRenderer", "CEpoxy", "CGBM"]),
-        .target(name: "VirglRenderer", dependencies: ["CShims", "CVirglRenderer", "CVirglGlue"], swiftSettings: swiftSettings),
+        .target(name: "VirglRenderer", dependencies: ["CShims", "SystemSupport", "CVirglRenderer", "CVirglGlue"], swiftSettings: swiftSettings),
         // The importer device's wire structs (guest/vgpu-import/vgpu_import_wire.h, included as is)
         // and the FNV-1a digest loop.
         .target(name: "CImportWire"),
         // Resolving buffers by UUID through a backend's control socket (resolve/release/show/watch),
         // for any backend that imports them: no GPU device, no virglrenderer.
         .target(name: "VGPUResolve", dependencies: [
-            "CShims", "VhostUser",
+            "CShims", "SystemSupport", "VhostUser",
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),
         // The importer device (vhost-user, on QEMU's vhost-user-i2c-pci): IMPORT/QUERY/RELEASE by UUID.
         .target(name: "ImportDevice", dependencies: [
-            "CShims", "CImportWire", "VirtioCore", "VhostUser", "VGPUResolve",
+            "CShims", "CImportWire", "SystemSupport", "VirtioCore", "VhostUser", "VGPUResolve",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-import-device", dependencies: [
-            "ImportDevice", "VhostUser", "VGPUResolve",
+            "ImportDevice", "SystemSupport", "VhostUser", "VGPUResolve",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         // Fuzz targets (issue 11 §1) and their driver: libFuzzer with `scripts/fuzz`, a replay of
         // the corpora (Fuzz/corpus) in the plain build.
         .target(name: "VGPUFuzz", dependencies: [
-            "CShims", "CImportWire", "VirtioCore", "VhostUser", "VirtioGPU", "DisplayChannel", "ControlPlane", "ImportDevice",
+            "CShims", "CImportWire", "SystemSupport", "VirtioCore", "VhostUser", "VirtioGPU", "DisplayChannel", "ControlProtocol", "ControlServer", "ImportDevice",
             "VirglRenderer",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-fuzz", dependencies: ["VGPUFuzz"], swiftSettings: swiftSettings),
         // Boots real guests under QEMU: initramfs, QMP, serial log, screendumps.
-        .target(name: "QEMUHarness", dependencies: [], swiftSettings: swiftSettings),
+        .target(name: "QEMUHarness", dependencies: [], path: "Tests/QEMUHarness", swiftSettings: swiftSettings),
         // Runs inside test guests: drives the guest kernel's virtio-gpu driver (DRM uapi through CGuestDRM).
         // Built static for the initramfs: swift build -c release --static-swift-stdlib --product vgpu-guest-test
         .target(name: "CGuestDRM"),
         .executableTarget(name: "vgpu-guest-test", dependencies: ["CGuestDRM"], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-backend", dependencies: [
-            "VhostUser", "VirtioGPU", "DisplayChannel", "ControlPlane", "HostBuffers", "VirglRenderer",
+            "SystemSupport", "VhostUser", "VirtioGPU", "DisplayChannel", "ControlProtocol", "ControlServer", "HostBuffers", "VirglRenderer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpuctl", dependencies: [
-            "ControlPlane", "VirtioGPU", "VhostUser",
+            "SystemSupport", "ControlProtocol", "ControlServer", "VirtioGPU", "VhostUser",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         // Runs inside a TCG guest on a kernel with udmabuf/dma-heaps/vgem (guest/init's `hostbuffers`):
         // starts vgpu-backend, drives it as the frontend, exports through vgpuctl, checks real dmabufs.
         .executableTarget(name: "vgpu-hostbuffer-check", dependencies: [
-            "VhostUserFrontend", "VhostUser", "VirtioCore", "DisplayChannel", "CShims",
+            "FrontendSide", "SystemSupport", "VhostUser", "VirtioCore", "DisplayChannel", "CShims",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-bench", dependencies: [
-            "VhostUserFrontend", "VhostUser", "DisplayChannel", "CShims", "VGPUResolve", "CImportWire",
+            "FrontendSide", "SystemSupport", "VhostUser", "DisplayChannel", "CShims", "VGPUResolve", "CImportWire",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         // Helpers shared by the test targets (fd and memory leak checks).
         .target(name: "VGPUTestSupport", path: "Tests/VGPUTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "CShims"], swiftSettings: swiftSettings),
-        .testTarget(name: "VhostUserTests", dependencies: ["VGPUTestSupport", "VhostUser", "VhostUserFrontend", "VirtioCore", "CShims", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
-        .testTarget(name: "DisplayChannelTests", dependencies: ["DisplayChannel", "CShims", "VGPUTestSupport", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: swiftSettings),
-        .testTarget(name: "VirtioGPUTests", dependencies: ["VirtioGPU", "VirtioCore", "CShims", "HostBuffers"], swiftSettings: swiftSettings),
+        .testTarget(name: "VhostUserTests", dependencies: ["VGPUTestSupport", "SystemSupport", "VhostUser", "FrontendSide", "VirtioCore", "CShims", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
+        .testTarget(name: "DisplayChannelTests", dependencies: ["DisplayChannel", "FrontendSide", "SystemSupport", "CShims", "VGPUTestSupport", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: swiftSettings),
+        .testTarget(name: "VirtioGPUTests", dependencies: ["VirtioGPU", "SystemSupport", "VirtioCore", "CShims", "HostBuffers"], swiftSettings: swiftSettings),
         .testTarget(name: "EndToEndTests", dependencies: ["VGPUTestSupport",
-            "VhostUserFrontend", "VhostUser", "VirtioGPU", "DisplayChannel", "VirtioCore", "CShims", "ControlPlane", "HostBuffers",
+            "FrontendSide", "SystemSupport", "VhostUser", "VirtioGPU", "DisplayChannel", "VirtioCore", "CShims", "ControlProtocol", "ControlServer", "HostBuffers",
             "ImportDevice", "VGPUResolve", "CImportWire",
         ], swiftSettings: swiftSettings),
-        .testTarget(name: "HostBuffersTests", dependencies: ["HostBuffers", "VGPUTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "VirtioGPU"], swiftSettings: swiftSettings),
-        .testTarget(name: "VirglRendererTests", dependencies: ["VirglRenderer", "VGPUTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "HostBuffersTests", dependencies: ["HostBuffers", "SystemSupport", "VGPUTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "ControlTests", dependencies: ["ControlProtocol", "ControlServer", "SystemSupport", "VirtioGPU"], swiftSettings: swiftSettings),
+        .testTarget(name: "VirglRendererTests", dependencies: ["VirglRenderer", "SystemSupport", "VGPUTestSupport"], swiftSettings: swiftSettings),
         // Slow: boots QEMU. Run on its own, serialized (scripts/test).
         .testTarget(name: "QEMUTests", dependencies: ["QEMUHarness"], swiftSettings: swiftSettings),
     ]

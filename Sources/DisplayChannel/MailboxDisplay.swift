@@ -38,6 +38,7 @@ import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// Where a deferred update's pixels are: the sender asks for them when it sends the image.
 public protocol MailboxPixelSource: AnyObject, Sendable {

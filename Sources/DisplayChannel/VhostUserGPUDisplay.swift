@@ -14,6 +14,7 @@ import CShims
 import Logging
 import Synchronization
 import SystemPackage
+import SystemSupport
 
 /// A `DisplaySink` that talks to QEMU over the vhost-user-gpu display socket.
 ///

@@ -5,6 +5,7 @@ import VhostUser
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// An imported host buffer, mapped read-only (PROT_READ, MAP_SHARED). Owns the fd and the
 /// mapping: dropping the last reference unmaps and closes (revocation, RELEASE, reset).

@@ -5,6 +5,7 @@ import VhostUser
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// One exporter's control socket: a request connection (made again when it breaks) and a
 /// `watch` thread that reports the lifecycle events revoking imports.

@@ -8,6 +8,7 @@ import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// How the importer resolves and how much it holds.
 public struct ImportDeviceOptions: Sendable {

@@ -1,5 +1,6 @@
 import CShims
-import ControlPlane
+import ControlProtocol
+import ControlServer
 import Synchronization
 import DisplayChannel
 import VhostUser
@@ -8,6 +9,7 @@ import VirtioGPU
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// The UUID the fuzz devices' first ASSIGN_UUID gets (seeds name it).
 let fuzzUUID = ResourceUUID(high: 0x1122_3344_5566_4788, low: 0x99aa_bbcc_ddee_ff00)

@@ -4,6 +4,7 @@ import VhostUser
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// The display socket's replies as QEMU sends them back: the input is the byte stream QEMU's
 /// side writes, read by the real display channel while it asks for display info, an EDID,

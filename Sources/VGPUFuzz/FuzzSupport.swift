@@ -5,6 +5,7 @@ import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// The fuzz targets (issue 11 §1). Each takes one input and must never trap, hang or leak:
 /// libFuzzer with AddressSanitizer (`scripts/fuzz`) finds the inputs that do; the plain build's

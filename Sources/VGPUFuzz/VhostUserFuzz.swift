@@ -6,6 +6,7 @@ import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// A device with two queues and a 16-byte config space that answers every chain with a byte.
 final class FuzzDevice: VhostUserDevice {

@@ -6,6 +6,7 @@ import VhostUser
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// What went wrong resolving a buffer, as one line.
 public enum ResolveError: Error, Equatable, Sendable, CustomStringConvertible {

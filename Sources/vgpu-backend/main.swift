@@ -1,5 +1,6 @@
 import ArgumentParser
-import ControlPlane
+import ControlProtocol
+import ControlServer
 import DisplayChannel
 import HostBuffers
 import Logging
@@ -11,6 +12,7 @@ import VirglRenderer
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// vgpu-backend: a virtio-gpu vhost-user backend. Takes the same options as QEMU's own
 /// `vhost-user-gpu` (they go to the default subcommand, `serve`), so QEMU and libvirt can

@@ -2,7 +2,8 @@ import DisplayChannel
 import Foundation
 import SystemPackage
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
+import SystemSupport
 
 /// A backend process launched for one measurement: its socket(s), its pid, and its CPU time and
 /// memory read from /proc (user + system time of every thread it ever ran, live or exited).

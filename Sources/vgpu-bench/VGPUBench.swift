@@ -6,7 +6,8 @@ import SystemPackage
 import CImportWire
 import VGPUResolve
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
+import SystemSupport
 
 /// vgpu-bench: drives any vhost-user-gpu backend (vgpu-backend, QEMU's C vhost-user-gpu) through
 /// the Swift frontend and reports throughput, CPU cost, latency and scale, each backend next to

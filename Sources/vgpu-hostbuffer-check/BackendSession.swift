@@ -2,11 +2,12 @@ import CShims
 import DisplayChannel
 import Foundation
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
 import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// A `vgpu-backend` child on its own vhost-user and control sockets, driven by the Swift frontend
 /// (memfd guest RAM sealed like QEMU's, real eventfds) with a QEMU-like display peer.

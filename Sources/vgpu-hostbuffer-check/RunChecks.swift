@@ -3,11 +3,12 @@ import CShims
 import DisplayChannel
 import Foundation
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
 import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// `vgpu-hostbuffer-check [run]`: every check, in order, then the summary line.
 struct RunChecks: ParsableCommand {

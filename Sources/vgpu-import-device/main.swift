@@ -5,6 +5,7 @@ import VhostUser
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// vgpu-import-device: the host side of the guest importer (docs/importer-protocol.md), a
 /// vhost-user backend for QEMU's vhost-user-i2c-pci that resolves virtio-gpu buffers by UUID.

@@ -1,11 +1,13 @@
 import ArgumentParser
-import ControlPlane
+import ControlProtocol
+import ControlServer
 import Foundation
 import VhostUser
 import VirtioGPU
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// vgpuctl: inspect a running vgpu-backend through its control socket.
 @main

@@ -1,3 +1,4 @@
+import FrontendSide
 import CShims
 import Glibc
 import Synchronization
@@ -6,6 +7,7 @@ import Testing
 import VGPUTestSupport
 
 @testable import DisplayChannel
+import SystemSupport
 
 /// `DRM_FORMAT_XRGB8888` ('XR24').
 let xrgb8888: UInt32 = 0x3432_5258

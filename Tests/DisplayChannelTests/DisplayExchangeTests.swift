@@ -1,9 +1,11 @@
+import FrontendSide
 import CShims
 import Glibc
 import SystemPackage
 import Testing
 
 @testable import DisplayChannel
+import SystemSupport
 
 /// A backend display and a QEMU-like peer over a real socket pair.
 struct Pair {

@@ -1,8 +1,10 @@
+import FrontendSide
 import Glibc
 import Synchronization
 import Testing
 
 @testable import DisplayChannel
+import SystemSupport
 
 /// Runs `body` on a new thread; `wait()` joins it.
 final class Background: Sendable {

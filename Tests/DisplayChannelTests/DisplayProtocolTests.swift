@@ -1,3 +1,4 @@
+import FrontendSide
 import CShims
 import Testing
 

@@ -4,7 +4,8 @@ import Foundation
 import Testing
 import VGPUTestSupport
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
+import SystemSupport
 
 /// The vgpu-backend executable itself: its command line and a session over its socket.
 @Suite(.serialized) struct BackendBinaryTests {

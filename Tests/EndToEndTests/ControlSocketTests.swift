@@ -1,12 +1,14 @@
 import CShims
-import ControlPlane
+import ControlProtocol
+import ControlServer
 import Foundation
 import Testing
 import VGPUTestSupport
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
 import VirtioCore
 import VirtioGPU
+import SystemSupport
 
 /// The control socket against real devices: a GPURig device registered in a directory, a
 /// ControlServer on a real socket, and the ControlClient that vgpuctl uses.

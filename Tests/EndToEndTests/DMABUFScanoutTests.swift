@@ -3,9 +3,10 @@ import DisplayChannel
 import Foundation
 @testable import HostBuffers
 import Testing
-import VhostUserFrontend
+import FrontendSide
 import VirtioCore
 import VirtioGPU
+import SystemSupport
 
 /// The 2D renderer, except that every exported resource "has a dmabuf": a duplicate of its host
 /// copy's memfd labelled udmabuf. This host has no dmabuf exporter; the display socket carries

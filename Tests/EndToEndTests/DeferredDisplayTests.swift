@@ -4,8 +4,9 @@ import Glibc
 import CShims
 import DisplayChannel
 import Testing
-import VhostUserFrontend
+import FrontendSide
 import VirtioGPU
+import SystemSupport
 
 /// The display mailbox reads a flushed rect from the host copy when it sends (deferred
 /// updates), and small host copies are reused after UNREF: what the display and consumers may

@@ -4,8 +4,9 @@ import Glibc
 import CShims
 import DisplayChannel
 import Testing
-import VhostUserFrontend
+import FrontendSide
 import VirtioGPU
+import SystemSupport
 
 /// The 2D path end to end: guest RAM → TRANSFER_TO_HOST_2D → host copy → RESOURCE_FLUSH →
 /// display channel → pixels as QEMU would show them.

@@ -5,12 +5,13 @@ import Synchronization
 import Testing
 import VGPUTestSupport
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
 import VirtioCore
 import VirtioGPU
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// Threads of this process whose name starts with `prefix` (from /proc/self/task/*/comm).
 func threadCount(named prefix: String) -> Int {

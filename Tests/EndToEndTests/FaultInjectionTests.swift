@@ -1,6 +1,7 @@
 import CImportWire
 import CShims
-import ControlPlane
+import ControlProtocol
+import ControlServer
 import DisplayChannel
 import Foundation
 import ImportDevice
@@ -8,12 +9,13 @@ import Synchronization
 import Testing
 import VGPUTestSupport
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
 import VirtioCore
 import VirtioGPU
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// A `vgpu-backend` process under test: its fds and RSS read from /proc, its stderr in a file.
 final class BackendUnderTest {

@@ -5,9 +5,10 @@ import VGPUTestSupport
 import Logging
 import SystemPackage
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
 import VirtioCore
 import VirtioGPU
+import SystemSupport
 
 /// One virtio-gpu device served in process over a real socketpair, driven by the Swift
 /// frontend with memfd guest RAM and eventfds, its display channel read by a QEMU-like peer.

@@ -1,7 +1,7 @@
 import CShims
 import DisplayChannel
 import Testing
-import VhostUserFrontend
+import FrontendSide
 import VirtioCore
 import VirtioGPU
 

@@ -1,18 +1,20 @@
 import CImportWire
 import CShims
-import ControlPlane
+import ControlProtocol
+import ControlServer
 import Foundation
 import ImportDevice
 import Testing
 import VGPUResolve
 import VGPUTestSupport
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
 import VirtioCore
 import VirtioGPU
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// FNV-1a 64 over rows, the slow obvious way (the device's loop is in C).
 func referenceDigest(_ bytes: [UInt8], rowBytes: Int, stride: Int, rows: Int, offset: Int = 0) -> UInt64 {

@@ -1,12 +1,14 @@
 import CShims
-import ControlPlane
+import ControlProtocol
+import ControlServer
 import DisplayChannel
 import Foundation
 import Testing
 import VGPUTestSupport
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
 import VirtioGPU
+import SystemSupport
 
 /// One `vgpu-backend` process serving several sockets: each is a device of its own, all in one
 /// UUID registry and one control socket.

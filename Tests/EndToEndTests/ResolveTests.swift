@@ -1,17 +1,19 @@
 import CImportWire
 import CShims
-import ControlPlane
+import ControlProtocol
+import ControlServer
 import Foundation
 import Testing
 import VGPUResolve
 import VGPUTestSupport
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
 import VirtioCore
 import VirtioGPU
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// The control socket's `resolve`/`release` and holders, through ControlClient (vgpuctl's) and
 /// VGPUResolve's ResolveClient, against a real device and server.

@@ -1,15 +1,17 @@
 import CShims
-import ControlPlane
+import ControlProtocol
+import ControlServer
 import Foundation
 import Testing
 import VGPUTestSupport
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
 import VirtioCore
 import VirtioGPU
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// The frontend's end of the backend channel: records every request the backend sends and,
 /// when `ack`, answers NEED_REPLY with a u64 0 the way QEMU's main loop does.

@@ -4,9 +4,10 @@ import Foundation
 import Testing
 import VGPUTestSupport
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
 import VirtioCore
 import VirtioGPU
+import SystemSupport
 
 @Suite(.serialized) struct UUIDAndLifecycleTests {
     func uuid(_ r: VirtioGPUDriver.Response) -> [UInt8]? {

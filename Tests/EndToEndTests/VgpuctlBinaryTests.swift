@@ -4,7 +4,8 @@ import Foundation
 import Testing
 import VGPUTestSupport
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
+import SystemSupport
 
 /// `vgpuctl` against a running `vgpu-backend` process, both the binaries built with the tests.
 @Suite(.serialized) struct VgpuctlBinaryTests {

@@ -3,10 +3,11 @@ import DisplayChannel
 import Foundation
 import Testing
 import VGPUTestSupport
-import VhostUserFrontend
+import FrontendSide
 import VirglRenderer
 import VirtioCore
 import VirtioGPU
+import SystemSupport
 
 /// The device with virgl on, driven by the Swift frontend: capsets, contexts, a real virgl
 /// command stream on Mesa's llvmpipe, readback, fences, bad input and random streams.

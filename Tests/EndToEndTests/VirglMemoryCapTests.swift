@@ -1,7 +1,7 @@
 import CShims
 import Foundation
 import Testing
-import VhostUserFrontend
+import FrontendSide
 import VirglRenderer
 import VirtioCore
 import VirtioGPU

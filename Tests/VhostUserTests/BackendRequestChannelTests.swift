@@ -3,6 +3,7 @@ import Synchronization
 import Testing
 import VhostUser
 import VirtioCore
+import SystemSupport
 
 /// The backend channel on its own: acks, refusals, the bounded and interruptible wait.
 @Suite(.serialized) struct BackendRequestChannelTests {

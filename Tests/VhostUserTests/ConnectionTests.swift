@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import VGPUTestSupport
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
 import VirtioCore
 
 /// The server over a real socketpair, driven by the Swift frontend with memfd RAM and eventfds.

@@ -3,7 +3,7 @@ import Synchronization
 import Testing
 import VGPUTestSupport
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
 import VirtioCore
 
 /// A device that answers chains whose first byte is odd at once and keeps the even ones, to be

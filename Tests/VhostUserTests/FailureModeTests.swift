@@ -4,11 +4,12 @@ import Synchronization
 import Testing
 import VGPUTestSupport
 import VhostUser
-import VhostUserFrontend
+import FrontendSide
 import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// Issue 11 §3: failure modes found by reading the code, each with the test that failed before
 /// its fix.

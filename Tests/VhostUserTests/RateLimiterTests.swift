@@ -1,5 +1,6 @@
 import Testing
 import VhostUser
+import SystemSupport
 
 @Suite struct RateLimiterTests {
     struct Kind: Hashable, Sendable { let command: UInt32; let code: UInt32 }

@@ -4,6 +4,7 @@ import Logging
 import Synchronization
 import VhostUser
 import VirtioCore
+import SystemSupport
 
 /// A one-queue device that copies every request back reversed: enough to exercise the server.
 final class EchoDevice: VhostUserDevice {

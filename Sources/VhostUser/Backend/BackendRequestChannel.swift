@@ -3,6 +3,7 @@ import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// The backend channel (SET_BACKEND_REQ_FD): a socket on which the backend sends requests to the
 /// frontend (BACKEND_SHARED_OBJECT_ADD, ...). Sends are serialized; with REPLY_ACK negotiated a

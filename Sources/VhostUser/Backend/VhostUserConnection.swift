@@ -6,6 +6,7 @@ import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// Serves one vhost-user frontend connection for one device: the connection thread runs
 /// `run()`, decoding and validating each message before it touches any state.

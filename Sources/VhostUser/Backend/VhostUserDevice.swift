@@ -1,4 +1,5 @@
 import VirtioCore
+import SystemSupport
 
 /// What a device answers to a device-specific vhost-user request.
 public enum DeviceRequestOutcome: Sendable {

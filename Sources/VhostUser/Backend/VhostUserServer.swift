@@ -4,6 +4,7 @@ import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// Accepts vhost-user frontends on a listening socket, one at a time (vhost-user is one
 /// frontend per socket), each served by a fresh device from `makeDevice`.

@@ -5,6 +5,7 @@ import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// Publishes the current guest memory map to queue workers. Replaced whole, never edited.
 public final class GuestMemoryPublisher: Sendable {

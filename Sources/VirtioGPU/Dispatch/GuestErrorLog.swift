@@ -1,5 +1,6 @@
 import Logging
 import VhostUser
+import SystemSupport
 
 /// What a guest error is counted under: the command and the response code it got.
 struct GuestErrorKind: Hashable, Sendable {

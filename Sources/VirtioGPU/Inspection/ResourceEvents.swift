@@ -3,6 +3,7 @@ import VhostUser
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// Seconds since the Unix epoch (CLOCK_REALTIME), for creation times and event stamps.
 public func wallClockSeconds() -> Double {

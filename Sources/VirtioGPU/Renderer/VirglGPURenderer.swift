@@ -9,6 +9,7 @@ import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// The virgl renderer behind the `GPURenderer3D` seam: every resource, 2D ones included, lives
 /// in virglrenderer (GL textures on the render thread). Guest pages are handed to virglrenderer

@@ -1,5 +1,6 @@
 import Synchronization
 import VhostUser
+import SystemSupport
 
 /// Runs a display refresh off the connection thread, one at a time: requests that arrive
 /// while one runs are coalesced into one more run. A flood of GPU_SET_SOCKET therefore costs

@@ -7,6 +7,7 @@ import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// virtio-gpu served over vhost-user: queue 0 is the control queue, queue 1 the cursor queue
 /// (virtio 1.2, 5.7.2). This is only glue: commands are the processor's business, the display

@@ -5,6 +5,7 @@ import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// Guest RAM the way QEMU provides it with `memory-backend-memfd,share=on`: memfd-backed regions
 /// mapped in this process, handed to the backend with SET_MEM_TABLE. Also a bump allocator so

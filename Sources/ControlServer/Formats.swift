@@ -1,3 +1,4 @@
+import ControlProtocol
 import VirtioGPU
 
 /// DRM fourcc codes (drm_fourcc.h) of the virtio-gpu 2D formats, by name (the mapping itself is

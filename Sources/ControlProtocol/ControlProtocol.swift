@@ -101,6 +101,9 @@ public struct ResourceSummary: Codable, Equatable, Sendable {
     public var ageSeconds: Double
     /// Control clients holding the resource's buffer (`resolve`); absent from older servers.
     public var holders: [ResourceHolder]?
+    public init(device: UInt32, id: UInt32, uuid: String? = nil, format: String, fourcc: String, width: UInt32, height: UInt32, stride: Int, hostBuffer: HostBufferSummary, backingEntries: Int, backingBytes: UInt64, scanouts: [UInt32], ageSeconds: Double, holders: [ResourceHolder]? = nil) {
+        self.device = device; self.id = id; self.uuid = uuid; self.format = format; self.fourcc = fourcc; self.width = width; self.height = height; self.stride = stride; self.hostBuffer = hostBuffer; self.backingEntries = backingEntries; self.backingBytes = backingBytes; self.scanouts = scanouts; self.ageSeconds = ageSeconds; self.holders = holders
+    }
 }
 
 /// A control client that resolved a resource and has not released it.
@@ -119,6 +122,9 @@ public struct DeviceSummary: Codable, Equatable, Sendable {
     public var label: String
     public var connectedSeconds: Double
     public var resources: [ResourceSummary]
+    public init(id: UInt32, label: String, connectedSeconds: Double, resources: [ResourceSummary]) {
+        self.id = id; self.label = label; self.connectedSeconds = connectedSeconds; self.resources = resources
+    }
 }
 
 /// One ATTACH_BACKING entry. Guest DMA namespace: shown for diagnosis only, never an identity.
@@ -126,6 +132,9 @@ public struct GuestRange: Codable, Equatable, Sendable {
     /// Guest physical address, "0x..." hex.
     public var guestPhysicalAddress: String
     public var length: UInt32
+    public init(guestPhysicalAddress: String, length: UInt32) {
+        self.guestPhysicalAddress = guestPhysicalAddress; self.length = length
+    }
 }
 
 public struct ResourceDetail: Codable, Equatable, Sendable {
@@ -134,6 +143,9 @@ public struct ResourceDetail: Codable, Equatable, Sendable {
     public var createdAt: Double
     /// The guest pages the resource is transferred from, in order.
     public var guestBacking: [GuestRange]
+    public init(resource: ResourceSummary, deviceLabel: String, createdAt: Double, guestBacking: [GuestRange]) {
+        self.resource = resource; self.deviceLabel = deviceLabel; self.createdAt = createdAt; self.guestBacking = guestBacking
+    }
 }
 
 /// The layout of an exported buffer (the fd comes with the reply).
@@ -180,6 +192,9 @@ public struct EventRecord: Codable, Equatable, Sendable {
     public var time: Double
     /// Events this subscriber lost to a full queue just before this one.
     public var dropped: Int?
+    public init(kind: String, device: UInt32, resource: UInt32? = nil, uuid: String? = nil, time: Double, dropped: Int? = nil) {
+        self.kind = kind; self.device = device; self.resource = resource; self.uuid = uuid; self.time = time; self.dropped = dropped
+    }
 }
 
 /// The result of a successful request; which fields are set depends on the method.

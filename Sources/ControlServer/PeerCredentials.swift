@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import ControlProtocol
 import Glibc
 #endif
 

@@ -4,6 +4,7 @@ import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// The driver side of a split virtqueue in `GuestRAM`: what the guest kernel does. Places
 /// chains in the descriptor table, publishes them, kicks, and collects used entries.

@@ -5,6 +5,7 @@ import VhostUser
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// What went wrong talking to a backend, as one line for `vgpuctl`.
 public enum ControlClientError: Error, Equatable, CustomStringConvertible {

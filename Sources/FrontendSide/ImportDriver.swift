@@ -1,6 +1,7 @@
 import CImportWire
 import VhostUser
 import VirtioCore
+import SystemSupport
 
 /// The guest importer module's side of the importer device (docs/importer-protocol.md), over
 /// `VhostUserFrontend`: one queue, requests built from the wire header's structs. Used by the

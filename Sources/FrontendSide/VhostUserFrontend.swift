@@ -4,6 +4,7 @@ import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// The frontend (QEMU's) side of vhost-user: sends requests to a backend and reads replies.
 /// Used by the in-process end-to-end tests and by vgpu-bench to drive any vhost-user-gpu

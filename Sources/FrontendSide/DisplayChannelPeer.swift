@@ -11,6 +11,8 @@ import Glibc
 import CShims
 import Synchronization
 import SystemPackage
+import SystemSupport
+import DisplayChannel
 
 /// One scanout's pixels as the peer holds them: `width*height` XRGB8888 pixels, packed rows.
 public struct PeerFramebuffer: Sendable, Equatable {

@@ -1,10 +1,12 @@
-import ControlPlane
+import ControlProtocol
+import ControlServer
 import Foundation
 import Testing
 import VirtioGPU
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 @Suite struct ProtocolCodecTests {
     @Test func requestRoundTrip() throws {

@@ -8,15 +8,15 @@ import CShims
 import SystemPackage
 
 /// `errno` as a typed value.
-@inline(__always) func currentErrno() -> Errno { Errno(rawValue: errno) }
+@inline(__always) public func currentErrno() -> Errno { Errno(rawValue: errno) }
 
 /// A non-blocking socket pair used like an eventfd: `signal()` makes the read end readable
 /// until `drain()`. (Swift's Glibc module does not import `eventfd`.)
-struct WakeChannel: Sendable {
-    let readFD: Int32
-    let writeFD: Int32
+public struct WakeChannel: Sendable {
+    public let readFD: Int32
+    public let writeFD: Int32
 
-    static func make() throws(Errno) -> WakeChannel {
+    public static func make() throws(Errno) -> WakeChannel {
         var sv: [Int32] = [-1, -1]
         let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
         guard socketpair(AF_UNIX, type, 0, &sv) == 0 else { throw currentErrno() }
@@ -24,13 +24,13 @@ struct WakeChannel: Sendable {
     }
 
     /// Makes the read end readable. Never blocks (a full buffer is already "signalled").
-    func signal() {
+    public func signal() {
         var one: UInt8 = 1
         _ = Glibc.send(writeFD, &one, 1, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
     }
 
     /// Empties the read end.
-    func drain() {
+    public func drain() {
         var buf = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         while true {
             let n = withUnsafeMutableBytes(of: &buf) { Glibc.recv(readFD, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
@@ -38,14 +38,14 @@ struct WakeChannel: Sendable {
         }
     }
 
-    func close() {
+    public func close() {
         _ = Glibc.close(readFD)
         _ = Glibc.close(writeFD)
     }
 }
 
 /// What a bounded wait ended with.
-enum WaitOutcome: Equatable {
+public enum WaitOutcome: Equatable {
     /// The fd has the events (or an error/hangup the next syscall will report).
     case ready
     case timedOut
@@ -55,7 +55,7 @@ enum WaitOutcome: Equatable {
 
 /// Waits until `fd` has `events`, the wake channel is signalled, or `deadline` passes
 /// (nil: no deadline). EINTR is retried with the remaining time.
-func waitFor(_ fd: Int32, events: Int16, wake: Int32, deadline: ContinuousClock.Instant?) -> WaitOutcome {
+public func waitFor(_ fd: Int32, events: Int16, wake: Int32, deadline: ContinuousClock.Instant?) -> WaitOutcome {
     while true {
         var timeoutMS: Int32 = -1
         if let deadline {
@@ -81,19 +81,10 @@ func waitFor(_ fd: Int32, events: Int16, wake: Int32, deadline: ContinuousClock.
 }
 
 /// Sets O_NONBLOCK on `fd`.
-func setNonBlocking(_ fd: Int32) throws(Errno) {
+public func setNonBlocking(_ fd: Int32) throws(Errno) {
     let flags = vgpu_fcntl_int(fd, F_GETFL, 0)
     guard flags >= 0 else { throw currentErrno() }
     guard vgpu_fcntl_int(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { throw currentErrno() }
-}
-
-/// A connected UNIX stream socket pair (close-on-exec, blocking), like the one QEMU makes for
-/// `VHOST_USER_GPU_SET_SOCKET`.
-public func makeDisplaySocketPair() throws(Errno) -> (FileDescriptor, FileDescriptor) {
-    var sv: [Int32] = [-1, -1]
-    let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-    guard socketpair(AF_UNIX, type, 0, &sv) == 0 else { throw currentErrno() }
-    return (FileDescriptor(rawValue: sv[0]), FileDescriptor(rawValue: sv[1]))
 }
 
 private final class ThreadBody {
@@ -102,7 +93,7 @@ private final class ThreadBody {
 }
 
 /// Starts a joinable pthread running `body`.
-func startThread(_ body: @escaping @Sendable () -> Void) throws(Errno) -> pthread_t {
+public func startThread(_ body: @escaping @Sendable () -> Void) throws(Errno) -> pthread_t {
     let context = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
     var thread = pthread_t()
     let rc = pthread_create(&thread, nil, { arg in

@@ -1,3 +1,4 @@
+import ControlProtocol
 import Foundation
 import Logging
 import Synchronization
@@ -6,6 +7,7 @@ import VirtioGPU
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemSupport
 
 /// The backend's control socket: one thread, poll(2) over the listener and every client. Reads
 /// the device directory and the processors' inspection APIs only, so device workers are never
