@@ -156,7 +156,7 @@ struct Serve: ParsableCommand {
                                     events: directory.events, logger: deviceLogger)
             } ?? GPUCommandProcessor(config: deviceConfig, display: NullDisplay(), uuids: registry, deviceID: id,
                                      hostBuffers: allocator, events: directory.events, logger: deviceLogger)
-            return GPUVhostUserDevice(processor: processor, logger: deviceLogger, directory: directory, label: label,
+            return VhostUserGPUDevice(processor: processor, logger: deviceLogger, directory: directory, label: label,
                                       sharedObjectLookup: lookup)
         }
         let control = try startControlSocket(directory: directory, logger: logger)

@@ -13,7 +13,7 @@ import SystemSupport
 /// One virtio-gpu device served in process over a real socketpair, driven by the Swift
 /// frontend with memfd guest RAM and eventfds, its display channel read by a QEMU-like peer.
 final class GPURig {
-    let device: GPUVhostUserDevice
+    let device: VhostUserGPUDevice
     let driver: VirtioGPUDriver
     let peer: DisplayChannelPeer
     let registry: ResourceUUIDRegistry
@@ -37,7 +37,7 @@ final class GPURig {
                                 events: directory?.events, logger: logger)
         } ?? GPUCommandProcessor(config: config, display: NullDisplay(), uuids: registry, deviceID: GPUDeviceID(deviceID),
                                  events: directory?.events, logger: logger)
-        device = GPUVhostUserDevice(processor: processor, logger: logger, directory: directory, label: "rig \(deviceID)",
+        device = VhostUserGPUDevice(processor: processor, logger: logger, directory: directory, label: "rig \(deviceID)",
                                     sharedObjectLookup: sharedObjectLookup, displayOptions: displayOptions)
         let (a, b) = try UnixSocket.pair()
         let connection = VhostUserConnection(socket: b, device: device, logger: logger, backendAckTimeout: backendAckTimeout)

@@ -12,7 +12,7 @@ import SystemSupport
 /// virtio-gpu served over vhost-user: queue 0 is the control queue, queue 1 the cursor queue
 /// (virtio 1.2, 5.7.2). This is only glue: commands are the processor's business, the display
 /// socket is DisplayChannel's.
-public final class GPUVhostUserDevice: VhostUserDevice {
+public final class VhostUserGPUDevice: VhostUserDevice {
     public static let controlQueue = 0
     public static let cursorQueue = 1
 
@@ -59,7 +59,7 @@ public final class GPUVhostUserDevice: VhostUserDevice {
         self.logger = logger
         self.directory = directory
         // The closure holds the device weakly: the directory must not keep it alive.
-        final class WeakDevice: Sendable { weak let device: GPUVhostUserDevice?; init(_ d: GPUVhostUserDevice) { device = d } }
+        final class WeakDevice: Sendable { weak let device: VhostUserGPUDevice?; init(_ d: VhostUserGPUDevice) { device = d } }
         let lookup: (@Sendable (ResourceUUID) -> Int32?)?
         if sharedObjectLookup {
             let weakSelf = WeakDevice(self)
