@@ -1,4 +1,5 @@
 import CShims
+import DisplayChannel
 import VirtioCore
 
 #if _endian(big)
@@ -277,5 +278,12 @@ public enum GPUCommand {
         case .shortWrite, .memory:
             return .invalidParameter("\(what) unreadable: \(error)")
         }
+    }
+}
+
+extension PixelRect {
+    /// A command's rectangle (`virtio_gpu_rect`) as the display speaks it.
+    init(_ r: virtio_gpu_rect) {
+        self.init(x: r.x, y: r.y, width: r.width, height: r.height)
     }
 }
