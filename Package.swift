@@ -139,12 +139,16 @@ let package = Package(
             "FrontendSide", "SystemSupport", "VhostUser", "DisplayChannel", "CShims", "VGPUResolve", "CImportWire",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
-        // Helpers shared by the test targets (fd and memory leak checks).
-        .target(name: "VGPUTestSupport", path: "Tests/VGPUTestSupport", swiftSettings: swiftSettings),
-        .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "CShims"], swiftSettings: swiftSettings),
+        // Every helper the test targets share, once: leak checks, guest-RAM mappings, pixel patterns,
+        // seeded randomness, a device served on a thread, running product binaries.
+        .target(name: "VGPUTestSupport", dependencies: [
+            "SystemSupport", "VhostUser", "FrontendSide", "DisplayChannel",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Tests/VGPUTestSupport", swiftSettings: swiftSettings),
+        .testTarget(name: "VirtioCoreTests", dependencies: ["VGPUTestSupport", "VirtioCore", "CShims"], swiftSettings: swiftSettings),
         .testTarget(name: "VhostUserTests", dependencies: ["VGPUTestSupport", "SystemSupport", "VhostUser", "FrontendSide", "VirtioCore", "CShims", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .testTarget(name: "DisplayChannelTests", dependencies: ["DisplayChannel", "FrontendSide", "SystemSupport", "CShims", "VGPUTestSupport", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: swiftSettings),
-        .testTarget(name: "VirtioGPUTests", dependencies: ["VirtioGPU", "SystemSupport", "VirtioCore", "CShims", "HostBuffers"], swiftSettings: swiftSettings),
+        .testTarget(name: "VirtioGPUTests", dependencies: ["VGPUTestSupport", "VirtioGPU", "SystemSupport", "VirtioCore", "CShims", "HostBuffers"], swiftSettings: swiftSettings),
         .testTarget(name: "EndToEndTests", dependencies: ["VGPUTestSupport",
             "FrontendSide", "SystemSupport", "VhostUser", "VirtioGPU", "DisplayChannel", "VirtioCore", "CShims", "ControlProtocol", "ControlServer", "HostBuffers",
             "ImportDevice", "VGPUResolve", "CImportWire",

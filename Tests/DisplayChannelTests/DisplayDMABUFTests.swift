@@ -122,7 +122,7 @@ struct DisplayDMABUFTests {
 
     /// A memfd with a pattern frame and its `DisplayDMABUF`.
     static func frame(_ name: String, seed: UInt32, modifier: UInt64 = 0) throws -> ([UInt8], FileDescriptor, DisplayDMABUF) {
-        let pixels = pattern(width: w, height: h, stride: stride, seed: seed)
+        let pixels = pixelPattern(width: w, height: h, stride: stride, seed: seed)
         let fd = try makeBuffer(name, bytes: pixels)
         let buffer = DisplayDMABUF(fd: fd, width: UInt32(w), height: UInt32(h), stride: UInt32(stride), fourcc: xrgb8888,
                                    modifier: modifier, flags: .yZeroTop)
@@ -152,7 +152,7 @@ struct DisplayDMABUFTests {
         expectSamePixels(fb.pixels, packed(pixels, stride: Self.stride, rect: Self.full))
 
         // The sender's later writes show through the peer's mapping: one buffer, no copy.
-        let second = pattern(width: Self.w, height: Self.h, stride: Self.stride, seed: 99)
+        let second = pixelPattern(width: Self.w, height: Self.h, stride: Self.stride, seed: 99)
         _ = try fd.writeAll(toAbsoluteOffset: 0, second)
         expectSamePixels(pair.peer.dmabufFramebuffer(scanout: 0)?.pixels, packed(second, stride: Self.stride, rect: Self.full))
         #expect(pair.peer.state.errors.isEmpty)

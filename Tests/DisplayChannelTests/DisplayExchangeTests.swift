@@ -6,6 +6,7 @@ import Testing
 
 @testable import DisplayChannel
 import SystemSupport
+import VGPUTestSupport
 
 /// A backend display and a QEMU-like peer over a real socket pair.
 struct Pair {
@@ -23,23 +24,6 @@ struct Pair {
         display.close()
         peer.close()
     }
-}
-
-/// `width`×`height` XRGB pixels with a distinct value per pixel, rows `stride` bytes apart
-/// (padding filled with 0xEE so a wrong stride shows).
-func pattern(width: Int, height: Int, stride: Int, seed: UInt32 = 1) -> [UInt8] {
-    var bytes = [UInt8](repeating: 0xEE, count: stride * height)
-    for y in 0..<height {
-        for x in 0..<width {
-            let v = (UInt32(x) &* 2_654_435_761) ^ (UInt32(y) &* 40503) ^ seed
-            let o = y * stride + x * 4
-            bytes[o] = UInt8(truncatingIfNeeded: v)
-            bytes[o + 1] = UInt8(truncatingIfNeeded: v >> 8)
-            bytes[o + 2] = UInt8(truncatingIfNeeded: v >> 16)
-            bytes[o + 3] = 0xFF
-        }
-    }
-    return bytes
 }
 
 /// The rect of `source` (rows `stride` apart) as packed rows.
@@ -143,7 +127,7 @@ struct DisplayExchangeTests {
         defer { pair.close() }
         let (w, h) = (97, 61)
         let stride = w * 4 + padding
-        let frame = pattern(width: w, height: h, stride: stride)
+        let frame = pixelPattern(width: w, height: h, stride: stride)
         pair.display.setScanout(0, width: UInt32(w), height: UInt32(h))
         let rect = PixelRect(x: 0, y: 0, width: UInt32(w), height: UInt32(h))
         pair.display.update(scanout: 0, rect: rect, frame: frame, stride: stride)
@@ -160,8 +144,8 @@ struct DisplayExchangeTests {
         defer { pair.close() }
         let (w, h) = (64, 48)
         let stride = w * 4 + padding
-        let first = pattern(width: w, height: h, stride: stride, seed: 1)
-        let second = pattern(width: w, height: h, stride: stride, seed: 99)
+        let first = pixelPattern(width: w, height: h, stride: stride, seed: 1)
+        let second = pixelPattern(width: w, height: h, stride: stride, seed: 99)
         pair.display.setScanout(0, width: UInt32(w), height: UInt32(h))
         let all = PixelRect(x: 0, y: 0, width: UInt32(w), height: UInt32(h))
         pair.display.update(scanout: 0, rect: all, frame: first, stride: stride)
@@ -188,7 +172,7 @@ struct DisplayExchangeTests {
         defer { pair.close() }
         let (w, h) = (3, 2500)
         let stride = 32
-        let frame = pattern(width: w, height: h, stride: stride)
+        let frame = pixelPattern(width: w, height: h, stride: stride)
         pair.display.setScanout(0, width: UInt32(w), height: UInt32(h))
         let rect = PixelRect(x: 0, y: 0, width: UInt32(w), height: UInt32(h))
         pair.display.update(scanout: 0, rect: rect, frame: frame, stride: stride)
@@ -202,7 +186,7 @@ struct DisplayExchangeTests {
         let pair = try Pair()
         defer { pair.close() }
         let (w, h) = (1280, 800)
-        let frame = pattern(width: w, height: h, stride: w * 4)
+        let frame = pixelPattern(width: w, height: h, stride: w * 4)
         pair.display.setScanout(0, width: UInt32(w), height: UInt32(h))
         let rect = PixelRect(x: 0, y: 0, width: UInt32(w), height: UInt32(h))
         for _ in 0..<3 { pair.display.update(scanout: 0, rect: rect, frame: frame, stride: w * 4) }
@@ -215,7 +199,7 @@ struct DisplayExchangeTests {
     @Test func updateWithoutSurfaceIsNotSent() throws {
         let pair = try Pair()
         defer { pair.close() }
-        let frame = pattern(width: 4, height: 4, stride: 16)
+        let frame = pixelPattern(width: 4, height: 4, stride: 16)
         let rect = PixelRect(x: 0, y: 0, width: 4, height: 4)
         pair.display.update(scanout: 0, rect: rect, frame: frame, stride: 16)
         pair.display.setScanout(0, width: 4, height: 4)
@@ -253,7 +237,7 @@ struct DisplayExchangeTests {
         defer { pair.close() }
         let (w, h) = (200, 150)
         let stride = w * 4 + 12
-        let frame = pattern(width: w, height: h, stride: stride)
+        let frame = pixelPattern(width: w, height: h, stride: stride)
         pair.display.setScanout(0, width: UInt32(w), height: UInt32(h))
         let display = pair.display
         let rect = PixelRect(x: 0, y: 0, width: UInt32(w), height: UInt32(h))
@@ -278,7 +262,7 @@ struct DisplayExchangeTests {
         let pair = try Pair(peer: config)
         defer { pair.close() }
         let (w, h) = (320, 200)
-        let frame = pattern(width: w, height: h, stride: w * 4)
+        let frame = pixelPattern(width: w, height: h, stride: w * 4)
         pair.display.setScanout(0, width: UInt32(w), height: UInt32(h))
         for _ in 0..<10 {
             pair.display.update(scanout: 0, rect: PixelRect(x: 0, y: 0, width: UInt32(w), height: UInt32(h)),

@@ -5,6 +5,7 @@ import Testing
 
 @testable import DisplayChannel
 import SystemSupport
+import VGPUTestSupport
 
 /// Runs `body` on a new thread; `wait()` joins it.
 final class Background: Sendable {
@@ -26,7 +27,7 @@ final class Background: Sendable {
 }
 
 /// A frame far larger than a socket buffer.
-let bigFrame = pattern(width: 1024, height: 1024, stride: 4096)
+let bigFrame = pixelPattern(width: 1024, height: 1024, stride: 4096)
 let bigRect = PixelRect(x: 0, y: 0, width: 1024, height: 1024)
 
 @Suite("Display channel failures: stalls, interrupts, disconnects, garbage")

@@ -74,19 +74,9 @@ import SystemSupport
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let sock = dir.appendingPathComponent("gpu.sock").path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = ["--socket-path", sock]
-        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try p.run()
-        defer { if p.isRunning { p.terminate() }; p.waitUntilExit() }
-        let deadline = monotonicSeconds() + 10
-        while !FileManager.default.fileExists(atPath: sock), monotonicSeconds() < deadline { usleep(10_000) }
-        let frontend = try VhostUserFrontend(path: sock)
-        let driver = try VirtioGPUDriver(frontend: frontend)
-        let (peer, fd) = try DisplayChannelPeer.connected()
-        try frontend.gpuSetSocket(fd.rawValue)
-        try fd.close()
+        let backend = try RunningBinary(Self.binary, ["--socket-path", sock], sockets: [sock])
+        defer { backend.stop() }
+        let (frontend, driver, peer) = try connectGPU(path: sock)
         let pixels = [UInt8](repeating: 0x42, count: 16 * 16 * 4)
         let backing = driver.ram.allocate(pixels.count, alignment: 4096)
         driver.ram.write(pixels, at: backing)
@@ -102,8 +92,7 @@ import SystemSupport
         #expect(config[8] == 16)
         // QEMU disconnects: the backend exits by itself (like QEMU's C backend).
         frontend.disconnect()
-        let exitDeadline = monotonicSeconds() + 10
-        while p.isRunning, monotonicSeconds() < exitDeadline { usleep(20_000) }
-        #expect(!p.isRunning)
+        backend.waitForExit()
+        #expect(!backend.isRunning)
     }
 }

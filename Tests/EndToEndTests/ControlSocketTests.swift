@@ -42,7 +42,7 @@ import SystemSupport
     @Test func listShowAndExportShowTheGuestsPixels() throws {
         try withControl("export") { rig, server, directory in
             let w: UInt32 = 32, h: UInt32 = 16
-            let pixels = pattern(Int(w), Int(h), seed: 9)
+            let pixels = pixelPattern(Int(w), Int(h), seed: 9)
             _ = try rig.makeResource(id: 5, width: w, height: h, pixels: pixels)
             try rig.check(rig.driver.setScanout(0, id: 5, rect: VirtioGPUDriver.rect(0, 0, w, h)), "scanout")
             let u = try #require(uuid(try rig.driver.assignUUID(id: 5)))
@@ -97,7 +97,7 @@ import SystemSupport
             let wp = mmap(nil, layout.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0)
             #expect(wp == MAP_FAILED)
             // A later transfer shows through the same mapping (shared memfd pages).
-            let newer = pattern(Int(w), Int(h), seed: 77)
+            let newer = pixelPattern(Int(w), Int(h), seed: 77)
             let backing = rig.place(newer)
             #expect(try rig.driver.detachBacking(id: 5).type == OK)
             #expect(try rig.driver.attachBacking(id: 5, entries: [(backing, UInt32(newer.count))]).type == OK)
@@ -247,7 +247,7 @@ import SystemSupport
 
     @Test func twoThousandExportsLeaveTheFDCountAlone() throws {
         try withControl("leak") { rig, server, _ in
-            _ = try rig.makeResource(id: 1, width: 16, height: 16, pixels: pattern(16, 16))
+            _ = try rig.makeResource(id: 1, width: 16, height: 16, pixels: pixelPattern(16, 16))
             let u = try #require(uuid(try rig.driver.assignUUID(id: 1)))
             let client = try ControlClient(path: server.path)
             _ = try client.call(.export, resource: u.description)   // warm up

@@ -7,6 +7,7 @@ import FrontendSide
 import VirtioCore
 import VirtioGPU
 import SystemSupport
+import VGPUTestSupport
 
 /// The 2D renderer, except that every exported resource "has a dmabuf": a duplicate of its host
 /// copy's memfd labelled udmabuf. This host has no dmabuf exporter; the display socket carries
@@ -60,7 +61,7 @@ final class DMABUFStandInRenderer: GPURenderer {
     @Test func scanoutAndFlushGoThroughTheDMABUF() throws {
         let rig = try rig(dmabufScanout: true)
         defer { _ = rig.disconnect() }
-        let first = pattern(Int(w), Int(h), seed: 3)
+        let first = pixelPattern(Int(w), Int(h), seed: 3)
         _ = try rig.makeResource(id: 1, width: w, height: h, pixels: first)
         try rig.check(rig.driver.setScanout(0, id: 1, rect: VirtioGPUDriver.rect(0, 0, w, h)), "scanout")
         // (At least one update: the device's refresh of a new display channel may add one.)
@@ -73,7 +74,7 @@ final class DMABUFStandInRenderer: GPURenderer {
         #expect(rig.peer.state.counts[.update, default: 0] == 0, "no pixel updates while the dmabuf shows")
 
         // A transfer lands in the buffer; the flush is one DMABUF_UPDATE of the flushed rect.
-        let second = pattern(Int(w), Int(h), seed: 4)
+        let second = pixelPattern(Int(w), Int(h), seed: 4)
         let backing = rig.place(second)
         try rig.check(rig.driver.detachBacking(id: 1), "detach")
         try rig.check(rig.driver.attachBacking(id: 1, entries: [(backing, UInt32(second.count))]), "attach")
@@ -93,7 +94,7 @@ final class DMABUFStandInRenderer: GPURenderer {
     @Test func aDisplayThatDoesNotAnswerGetsPixelsAgain() throws {
         let rig = try rig(dmabufScanout: true, replyBound: .seconds(1))
         defer { _ = rig.disconnect() }
-        let first = pattern(Int(w), Int(h), seed: 5)
+        let first = pixelPattern(Int(w), Int(h), seed: 5)
         _ = try rig.makeResource(id: 1, width: w, height: h, pixels: first)
         try rig.check(rig.driver.setScanout(0, id: 1, rect: VirtioGPUDriver.rect(0, 0, w, h)), "scanout")
         #expect(rig.peer.waitFor(timeout: .seconds(5)) { $0.dmabufUpdates.count >= 1 })
@@ -115,7 +116,7 @@ final class DMABUFStandInRenderer: GPURenderer {
     @Test func offMeansPixelsOnly() throws {
         let rig = try rig(dmabufScanout: false)
         defer { _ = rig.disconnect() }
-        let pixels = pattern(Int(w), Int(h), seed: 6)
+        let pixels = pixelPattern(Int(w), Int(h), seed: 6)
         _ = try rig.makeResource(id: 1, width: w, height: h, pixels: pixels)
         try rig.check(rig.driver.setScanout(0, id: 1, rect: VirtioGPUDriver.rect(0, 0, w, h)), "scanout")
         try rig.check(rig.driver.flush(id: 1, rect: VirtioGPUDriver.rect(0, 0, w, h)), "flush")

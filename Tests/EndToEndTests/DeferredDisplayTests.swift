@@ -7,6 +7,7 @@ import Testing
 import FrontendSide
 import VirtioGPU
 import SystemSupport
+import VGPUTestSupport
 
 /// The display mailbox reads a flushed rect from the host copy when it sends (deferred
 /// updates), and small host copies are reused after UNREF: what the display and consumers may
@@ -22,7 +23,7 @@ import SystemSupport
     @Test func contentTransferredButNotFlushedNeverReachesTheDisplay() throws {
         let rig = try GPURig()
         let (w, h) = (64, 32)
-        let first = pattern(w, h, seed: 1), second = pattern(w, h, seed: 77)
+        let first = pixelPattern(w, h, seed: 1), second = pixelPattern(w, h, seed: 77)
         let backing = try rig.makeResource(id: 1, width: UInt32(w), height: UInt32(h), pixels: first)
         let whole = VirtioGPUDriver.rect(0, 0, UInt32(w), UInt32(h))
         try rig.check(rig.driver.setScanout(0, id: 1, rect: whole), "scanout")
@@ -52,7 +53,7 @@ import SystemSupport
         let rig = try GPURig()
         let (w, h) = (96, 64)
         let whole = VirtioGPUDriver.rect(0, 0, UInt32(w), UInt32(h))
-        let backing = try rig.makeResource(id: 1, width: UInt32(w), height: UInt32(h), pixels: pattern(w, h, seed: 0))
+        let backing = try rig.makeResource(id: 1, width: UInt32(w), height: UInt32(h), pixels: pixelPattern(w, h, seed: 0))
         try rig.check(rig.driver.setScanout(0, id: 1, rect: whole), "scanout")
         var last: [UInt8] = []
         for k in 0..<60 {
@@ -72,7 +73,7 @@ import SystemSupport
         let rig = try GPURig()
         let processor = rig.device.processor
         let (w, h) = (64, 64)
-        _ = try rig.makeResource(id: 1, width: UInt32(w), height: UInt32(h), pixels: pattern(w, h, seed: 5))
+        _ = try rig.makeResource(id: 1, width: UInt32(w), height: UInt32(h), pixels: pixelPattern(w, h, seed: 5))
         try rig.check(rig.driver.unref(id: 1), "unref")
         // Same size: the kept host copy comes back, zeroed (a new resource is black).
         try rig.check(rig.driver.createResource2D(id: 2, width: UInt32(w), height: UInt32(h)), "create 2")
@@ -84,7 +85,7 @@ import SystemSupport
         let (fd, _) = try processor.openHostBuffer(ResourceID(2))
         defer { close(fd) }
         try rig.check(rig.driver.unref(id: 2), "unref 2")
-        let secret = pattern(w, h, seed: 200)
+        let secret = pixelPattern(w, h, seed: 200)
         _ = try rig.makeResource(id: 3, width: UInt32(w), height: UInt32(h), pixels: secret)
         let size = w * h * 4
         let m = try #require(mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0))

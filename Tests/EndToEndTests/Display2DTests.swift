@@ -7,6 +7,7 @@ import Testing
 import FrontendSide
 import VirtioGPU
 import SystemSupport
+import VGPUTestSupport
 
 /// The 2D path end to end: guest RAM → TRANSFER_TO_HOST_2D → host copy → RESOURCE_FLUSH →
 /// display channel → pixels as QEMU would show them.
@@ -63,7 +64,7 @@ import SystemSupport
     func flushShowsEveryFormatAsXRGB(format: UInt32) throws {
         let rig = try GPURig()
         let (w, h) = (37, 23)   // odd sizes: no accidental alignment
-        let src = pattern(w, h, seed: UInt8(format & 0xff))
+        let src = pixelPattern(w, h, seed: format & 0xff)
         _ = try rig.makeResource(id: 7, format: format, width: UInt32(w), height: UInt32(h), pixels: src)
         try rig.check(rig.driver.setScanout(0, id: 7, rect: VirtioGPUDriver.rect(0, 0, UInt32(w), UInt32(h))), "set_scanout")
         try rig.check(rig.driver.flush(id: 7, rect: VirtioGPUDriver.rect(0, 0, UInt32(w), UInt32(h))), "flush")
@@ -82,7 +83,7 @@ import SystemSupport
         let (w, h) = (64, 32)
         let stride = w * 4
         // Backing in three pieces of odd lengths, so rows straddle entries.
-        let image = pattern(w, h, seed: 9)
+        let image = pixelPattern(w, h, seed: 9)
         let cuts = [0, 1000, 5000, image.count]
         var entries: [(GuestPhysicalAddressAlias, UInt32)] = []
         for k in 0..<3 { entries.append((rig.place(Array(image[cuts[k]..<cuts[k + 1]])), UInt32(cuts[k + 1] - cuts[k]))) }
@@ -111,7 +112,7 @@ import SystemSupport
 
     @Test func partialFlushSendsOnlyTheRect() throws {
         let rig = try GPURig()
-        _ = try rig.makeResource(id: 1, width: 100, height: 50, pixels: pattern(100, 50))
+        _ = try rig.makeResource(id: 1, width: 100, height: 50, pixels: pixelPattern(100, 50))
         try rig.check(rig.driver.setScanout(0, id: 1, rect: VirtioGPUDriver.rect(0, 0, 100, 50)), "scanout")
         #expect(rig.peer.waitFor(timeout: .seconds(5)) { $0.updateFrames >= 1 })   // SET_SCANOUT's full update
         let before = rig.peer.state.updatePixelBytes
@@ -156,7 +157,7 @@ import SystemSupport
     @Test func aGuestWritingRightAfterTheFlushResponseDoesNotTearTheFrame() throws {
         let rig = try GPURig()
         let (w, h) = (320, 240)
-        let first = pattern(w, h, seed: 1), second = pattern(w, h, seed: 2)
+        let first = pixelPattern(w, h, seed: 1), second = pixelPattern(w, h, seed: 2)
         let backing = try rig.makeResource(id: 1, width: UInt32(w), height: UInt32(h), pixels: first)
         let whole = VirtioGPUDriver.rect(0, 0, UInt32(w), UInt32(h))
         try rig.check(rig.driver.setScanout(0, id: 1, rect: whole), "scanout")
@@ -176,12 +177,12 @@ import SystemSupport
         let rig = try GPURig()
         let (w, h) = (256, 192)
         let whole = VirtioGPUDriver.rect(0, 0, UInt32(w), UInt32(h))
-        let a = try rig.makeResource(id: 1, width: UInt32(w), height: UInt32(h), pixels: pattern(w, h, seed: 0))
-        let b = try rig.makeResource(id: 2, width: UInt32(w), height: UInt32(h), pixels: pattern(w, h, seed: 0))
+        let a = try rig.makeResource(id: 1, width: UInt32(w), height: UInt32(h), pixels: pixelPattern(w, h, seed: 0))
+        let b = try rig.makeResource(id: 2, width: UInt32(w), height: UInt32(h), pixels: pixelPattern(w, h, seed: 0))
         var last: [UInt8] = []
         for k in 0..<40 {
             let (id, backing): (UInt32, GuestPhysicalAddressAlias) = k % 2 == 0 ? (1, a) : (2, b)
-            last = pattern(w, h, seed: UInt8(10 + k))
+            last = pixelPattern(w, h, seed: UInt32(10 + k))
             rig.driver.ram.write(last, at: backing)
             try rig.check(rig.driver.transferToHost2D(id: id, rect: whole), "transfer \(k)")
             try rig.check(rig.driver.setScanout(0, id: id, rect: whole), "scanout \(k)")
@@ -196,7 +197,7 @@ import SystemSupport
 
     @Test func fencedCommandEchoesTheFence() throws {
         let rig = try GPURig()
-        _ = try rig.makeResource(id: 1, width: 4, height: 4, pixels: pattern(4, 4))
+        _ = try rig.makeResource(id: 1, width: 4, height: 4, pixels: pixelPattern(4, 4))
         let r = try rig.driver.transferToHost2D(id: 1, rect: VirtioGPUDriver.rect(0, 0, 4, 4), fence: 0xfeed)
         #expect(r.type == OK)
         #expect(r.header.flags & UInt32(VIRTIO_GPU_FLAG_FENCE) != 0)
@@ -211,7 +212,7 @@ import VirtioCore
 @Suite(.serialized) struct DisplayRestartTests {
     @Test func newDisplayChannelGetsTheHeadsWithoutAGuestCommand() throws {
         let rig = try GPURig()
-        let pixels = pattern(32, 16, seed: 3)
+        let pixels = pixelPattern(32, 16, seed: 3)
         _ = try rig.makeResource(id: 1, width: 32, height: 16, pixels: pixels)
         try rig.check(rig.driver.setScanout(0, id: 1, rect: VirtioGPUDriver.rect(0, 0, 32, 16)), "scanout")
         #expect(rig.peer.waitFor(timeout: .seconds(5)) { $0.updateFrames >= 1 })

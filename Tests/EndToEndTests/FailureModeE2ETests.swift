@@ -34,7 +34,7 @@ func threadCount(named prefix: String) -> Int {
                              displayOptions: VhostUserGPUDisplay.Options(timeout: .milliseconds(200)))
         defer { _ = rig.disconnect() }
         let w: UInt32 = 1024, h: UInt32 = 768
-        _ = try rig.makeResource(id: 1, width: w, height: h, pixels: pattern(Int(w), Int(h)))
+        _ = try rig.makeResource(id: 1, width: w, height: h, pixels: pixelPattern(Int(w), Int(h)))
         try rig.check(rig.driver.setScanout(0, id: 1, rect: VirtioGPUDriver.rect(0, 0, w, h)), "scanout")
         let stop = Atomic<Bool>(false), peak = Atomic<Int>(0)
         startThread(name: "count-refresh") {

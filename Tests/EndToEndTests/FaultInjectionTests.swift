@@ -19,7 +19,7 @@ import SystemSupport
 
 /// A `vgpu-backend` process under test: its fds and RSS read from /proc, its stderr in a file.
 final class BackendUnderTest {
-    let process: Process
+    let backend: RunningBinary
     let dir: URL
     let socket: String
     let control: String
@@ -35,23 +35,17 @@ final class BackendUnderTest {
         logPath = dir.appendingPathComponent("backend.log").path
         FileManager.default.createFile(atPath: logPath, contents: nil)
         let args = ["--socket-path", socket, "--control-socket", control, "--keep-running"] + extra
-        process = Process()
+        let stderr = FileHandle(forWritingAtPath: logPath)
         if let nofile {
-            process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", "ulimit -n \(nofile) && exec \"$0\" \"$@\"", testBinDir + "/vgpu-backend"] + args
+            backend = try RunningBinary("/bin/sh", ["-c", "ulimit -n \(nofile) && exec \"$0\" \"$@\"", testBinDir + "/vgpu-backend"] + args,
+                                        sockets: [socket, control], standardError: stderr)
         } else {
-            process.executableURL = URL(fileURLWithPath: testBinDir + "/vgpu-backend")
-            process.arguments = args
+            backend = try RunningBinary(testBinDir + "/vgpu-backend", args, sockets: [socket, control], standardError: stderr)
         }
-        process.standardError = FileHandle(forWritingAtPath: logPath)
-        try process.run()
-        let deadline = monotonicSeconds() + 10
-        while !(FileManager.default.fileExists(atPath: socket) && FileManager.default.fileExists(atPath: control)),
-              monotonicSeconds() < deadline { usleep(10_000) }
     }
 
-    var pid: Int32 { process.processIdentifier }
-    var alive: Bool { process.isRunning }
+    var pid: Int32 { backend.pid }
+    var alive: Bool { backend.isRunning }
 
     /// The backend's open fds as "number→target".
     var fds: Set<String> {
@@ -89,17 +83,11 @@ final class BackendUnderTest {
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     func connect() throws -> (VhostUserFrontend, VirtioGPUDriver, DisplayChannelPeer) {
-        let frontend = try VhostUserFrontend(path: socket)
-        let driver = try VirtioGPUDriver(frontend: frontend)
-        let (peer, fd) = try DisplayChannelPeer.connected()
-        try frontend.gpuSetSocket(fd.rawValue)
-        try fd.close()
-        return (frontend, driver, peer)
+        try connectGPU(path: socket)
     }
 
     func stop() {
-        if process.isRunning { kill(pid, SIGKILL) }
-        process.waitUntilExit()
+        backend.kill()
         try? FileManager.default.removeItem(at: dir)
     }
 }
@@ -284,7 +272,7 @@ func assignedUUID(_ d: VirtioGPUDriver, id: UInt32) throws -> String {
         let b = try BackendUnderTest(tag: "reboot")
         defer { b.stop() }
         let (f, d, _) = try b.connect()
-        let pixels = pattern(64, 64, seed: 3)
+        let pixels = pixelPattern(64, 64, seed: 3)
         let backing = d.ram.allocate(pixels.count, alignment: 4096)
         d.ram.write(pixels, at: backing)
         #expect(try d.createResource2D(id: 1, width: 64, height: 64).type == OK)
@@ -315,7 +303,7 @@ func assignedUUID(_ d: VirtioGPUDriver, id: UInt32) throws -> String {
         let b = try BackendUnderTest(tag: "importer")
         defer { b.stop() }
         let (_, d, _) = try b.connect()
-        let pixels = pattern(8, 8)
+        let pixels = pixelPattern(8, 8)
         let backing = d.ram.allocate(pixels.count, alignment: 4096)
         d.ram.write(pixels, at: backing)
         #expect(try d.createResource2D(id: 1, width: 8, height: 8).type == OK)
@@ -329,20 +317,16 @@ func assignedUUID(_ d: VirtioGPUDriver, id: UInt32) throws -> String {
                                                                             maxHandles: 8, holder: "fault-test"),
                                                logger: GPURig.logger())
         defer { device.shutdown() }
-        let (a, s) = try UnixSocket.pair()
-        let connection = VhostUserConnection(socket: s, device: device, logger: GPURig.logger())
-        let done = DispatchSemaphore(value: 0)
-        startThread(name: "imp-conn") { connection.run(); done.signal() }
-        let importer = try ImportDriver(frontend: VhostUserFrontend(socket: a), backendChannel: nil)
+        let served = try ServedDevice(device, logger: GPURig.logger(), threadName: "imp-conn")
+        let importer = try ImportDriver(frontend: VhostUserFrontend(socket: served.frontendSocket), backendChannel: nil)
         let imported = try importer.importUUID(uuid)
         #expect(imported.status == 0)
-        kill(b.pid, SIGKILL)
-        b.process.waitUntilExit()
+        b.backend.kill()
         #expect(try importer.query(imported.handle).status == UInt16(VGPU_IMPORT_STATUS_REVOKED))
         let again = try importer.importUUID(uuid).status
         #expect(again == UInt16(VGPU_IMPORT_STATUS_NOT_FOUND) || again == UInt16(VGPU_IMPORT_STATUS_ERROR), "status \(again)")
         #expect(try importer.identify().status == 0)
         importer.frontend.disconnect()
-        #expect(done.wait(timeout: .now() + 5) == .success)
+        #expect(served.waitFinished(timeout: 5))
     }
 }

@@ -17,13 +17,9 @@ final class GPURig {
     let driver: VirtioGPUDriver
     let peer: DisplayChannelPeer
     let registry: ResourceUUIDRegistry
-    private let done = DispatchSemaphore(value: 0)
+    private let served: ServedDevice
 
-    static func logger() -> Logger {
-        var l = Logger(label: "e2e")
-        l.logLevel = ProcessInfo.processInfo.environment["VGPU_TEST_LOG"] != nil ? .debug : .critical
-        return l
-    }
+    static func logger() -> Logger { testLogger(label: "e2e") }
 
     init(registry: ResourceUUIDRegistry = ResourceUUIDRegistry(), deviceID: UInt32 = 1, config: GPUDeviceConfig = GPUDeviceConfig(numScanouts: 16),
          peerConfig: DisplayChannelPeer.Configuration = DisplayChannelPeer.Configuration(), ramSize: UInt64 = 64 << 20,
@@ -39,11 +35,8 @@ final class GPURig {
                                  events: directory?.events, logger: logger)
         device = VhostUserGPUDevice(processor: processor, logger: logger, directory: directory, label: "rig \(deviceID)",
                                     sharedObjectLookup: sharedObjectLookup, displayOptions: displayOptions)
-        let (a, b) = try UnixSocket.pair()
-        let connection = VhostUserConnection(socket: b, device: device, logger: logger, backendAckTimeout: backendAckTimeout)
-        let done = self.done
-        startThread(name: "e2e-conn") { connection.run(); done.signal() }
-        let frontend = VhostUserFrontend(socket: a)
+        served = try ServedDevice(device, logger: logger, backendAckTimeout: backendAckTimeout, threadName: "e2e-conn")
+        let frontend = VhostUserFrontend(socket: served.frontendSocket)
         driver = try VirtioGPUDriver(frontend: frontend, ramSize: ramSize)
         let (peer, fd) = try DisplayChannelPeer.connected(configuration: peerConfig)
         self.peer = peer
@@ -54,7 +47,7 @@ final class GPURig {
     /// Closes the frontend socket and waits until the server has torn the connection down.
     func disconnect(timeout: Double = 5) -> Bool {
         driver.frontend.disconnect()
-        return done.wait(timeout: .now() + timeout) == .success
+        return served.waitFinished(timeout: timeout)
     }
 
     /// Guest memory holding `bytes`, page aligned.
@@ -87,16 +80,3 @@ let ERR_OOM = VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY.rawValue
 let ERR_SCANOUT = VIRTIO_GPU_RESP_ERR_INVALID_SCANOUT_ID.rawValue
 let ERR_RESOURCE = VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID.rawValue
 let ERR_PARAMETER = VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER.rawValue
-
-/// A w×h test pattern: each pixel's 4 bytes differ by position, so misplaced rows show.
-func pattern(_ w: Int, _ h: Int, seed: UInt8 = 0) -> [UInt8] {
-    var p = [UInt8](repeating: 0, count: w * h * 4)
-    for y in 0..<h { for x in 0..<w {
-        let i = (y * w + x) * 4
-        p[i] = UInt8(truncatingIfNeeded: x &+ Int(seed)); p[i + 1] = UInt8(truncatingIfNeeded: y); p[i + 2] = UInt8(truncatingIfNeeded: x ^ y); p[i + 3] = 0x80
-    } }
-    return p
-}
-
-
-

@@ -4,6 +4,7 @@ import Testing
 import FrontendSide
 import VirtioCore
 import VirtioGPU
+import VGPUTestSupport
 
 /// The guest is untrusted: every bad field gets the spec's error and the device keeps serving.
 @Suite(.serialized) struct GuestInputTests {
@@ -47,7 +48,7 @@ import VirtioGPU
         #expect(try d.assignUUID(id: 42).type == ERR_RESOURCE)
         #expect(try d.detachBacking(id: 42).type == ERR_RESOURCE)
         #expect(try d.setScanout(0, id: 42, rect: VirtioGPUDriver.rect(0, 0, 1, 1)).type == ERR_RESOURCE)
-        _ = try rig.makeResource(id: 1, width: 8, height: 8, pixels: pattern(8, 8))
+        _ = try rig.makeResource(id: 1, width: 8, height: 8, pixels: pixelPattern(8, 8))
         #expect(try d.setScanout(16, id: 1, rect: VirtioGPUDriver.rect(0, 0, 8, 8)).type == ERR_SCANOUT)
         #expect(try d.setScanout(0xffff_ffff, id: 1, rect: VirtioGPUDriver.rect(0, 0, 8, 8)).type == ERR_SCANOUT)
         #expect(try d.getEDID(scanout: 99).type == ERR_SCANOUT)
@@ -57,7 +58,7 @@ import VirtioGPU
     @Test func rectsOutsideTheResource() throws {
         let rig = try GPURig()
         let d = rig.driver
-        _ = try rig.makeResource(id: 1, width: 8, height: 8, pixels: pattern(8, 8))
+        _ = try rig.makeResource(id: 1, width: 8, height: 8, pixels: pixelPattern(8, 8))
         #expect(try d.transferToHost2D(id: 1, rect: VirtioGPUDriver.rect(4, 4, 8, 8)).type == ERR_PARAMETER)
         #expect(try d.transferToHost2D(id: 1, rect: VirtioGPUDriver.rect(0xffff_fff0, 0, 0x20, 1)).type == ERR_PARAMETER)
         #expect(try d.flush(id: 1, rect: VirtioGPUDriver.rect(0, 0, 9, 8)).type == ERR_PARAMETER)

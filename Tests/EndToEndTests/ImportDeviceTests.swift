@@ -55,7 +55,7 @@ final class ImportRig {
     let device: ImportVhostUserDevice
     let driver: ImportDriver
     let peer: LookupPeer?
-    private let done = DispatchSemaphore(value: 0)
+    private let served: ServedDevice
     private var gpuConnected = true
 
     init(_ name: String, maxHandles: Int = 64, lookup: Bool = false,
@@ -67,10 +67,7 @@ final class ImportRig {
         device = try ImportVhostUserDevice(options: ImportDeviceOptions(controlSockets: [path], sharedObjectLookup: lookup, maxHandles: maxHandles,
                                                                         holder: "import-test \(name)"),
                                            logger: GPURig.logger())
-        let (a, b) = try UnixSocket.pair()
-        let connection = VhostUserConnection(socket: b, device: device, logger: GPURig.logger())
-        let done = self.done
-        startThread(name: "imp-conn") { connection.run(); done.signal() }
+        served = try ServedDevice(device, logger: GPURig.logger(), threadName: "imp-conn")
         var channel: OwnedFileDescriptor?
         if let answer {
             let (mine, theirs) = try UnixSocket.pair()
@@ -79,12 +76,12 @@ final class ImportRig {
         } else {
             peer = nil
         }
-        driver = try ImportDriver(frontend: VhostUserFrontend(socket: a), backendChannel: channel)
+        driver = try ImportDriver(frontend: VhostUserFrontend(socket: served.frontendSocket), backendChannel: channel)
     }
 
     /// A resource made, attached, transferred and UUID-assigned on the GPU side.
-    func exported(id: UInt32, width: UInt32, height: UInt32, seed: UInt8 = 0) throws -> (uuid: [UInt8], pixels: [UInt8]) {
-        let pixels = pattern(Int(width), Int(height), seed: seed)
+    func exported(id: UInt32, width: UInt32, height: UInt32, seed: UInt32 = 0) throws -> (uuid: [UInt8], pixels: [UInt8]) {
+        let pixels = pixelPattern(Int(width), Int(height), seed: seed)
         _ = try gpu.makeResource(id: id, width: width, height: height, pixels: pixels)
         let r = try gpu.driver.assignUUID(id: id)
         let u = try #require(r.load(virtio_gpu_resp_resource_uuid.self))
@@ -104,7 +101,7 @@ final class ImportRig {
 
     func close() {
         driver.frontend.disconnect()
-        _ = done.wait(timeout: .now() + 5)
+        _ = served.waitFinished(timeout: 5)
         device.shutdown()
         control.stop()
         if gpuConnected { _ = gpu.disconnect() }
@@ -142,7 +139,7 @@ let XR24: UInt32 = 0x3432_5258
         #expect(try rig.holders().flatMap { $0 }.first?.pid == getpid())
 
         // The guest draws again and transfers: QUERY sees the new pixels.
-        let newer = pattern(33, 17, seed: 99)
+        let newer = pixelPattern(33, 17, seed: 99)
         let backing = rig.gpu.place(newer)
         #expect(try rig.gpu.driver.detachBacking(id: 7).type == OK)
         #expect(try rig.gpu.driver.attachBacking(id: 7, entries: [(backing, UInt32(newer.count))]).type == OK)

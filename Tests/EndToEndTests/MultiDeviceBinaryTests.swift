@@ -14,7 +14,8 @@ import SystemSupport
 /// UUID registry and one control socket.
 @Suite(.serialized) struct MultiDeviceBinaryTests {
     struct Backend {
-        let process: Process
+        let binary: RunningBinary
+        var process: Process { binary.process }
         let dir: URL
         let sockets: [String]
         let control: String
@@ -26,44 +27,22 @@ import SystemSupport
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let sockets = (0..<count).map { dir.appendingPathComponent("gpu\($0).sock").path }
         let control = dir.appendingPathComponent("ctl.sock").path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: testBinDir + "/vgpu-backend")
-        p.arguments = sockets.flatMap { ["--socket-path", $0] } + ["--control-socket", control] + extra
-        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try p.run()
-        let deadline = monotonicSeconds() + 10
-        while !(sockets + [control]).allSatisfy({ FileManager.default.fileExists(atPath: $0) }), monotonicSeconds() < deadline { usleep(10_000) }
-        return Backend(process: p, dir: dir, sockets: sockets, control: control)
+        let binary = try RunningBinary(testBinDir + "/vgpu-backend",
+                                       sockets.flatMap { ["--socket-path", $0] } + ["--control-socket", control] + extra,
+                                       sockets: sockets + [control])
+        return Backend(binary: binary, dir: dir, sockets: sockets, control: control)
     }
 
     func stop(_ b: Backend) {
-        if b.process.isRunning { b.process.terminate() }
-        waitForExit(b.process, seconds: 5)
-        if b.process.isRunning { kill(b.process.processIdentifier, SIGKILL) }
-        b.process.waitUntilExit()
+        b.binary.stop(grace: 5)
         try? FileManager.default.removeItem(at: b.dir)
-    }
-
-    /// A frontend with its display peer (kept alive with it).
-    func connect(_ path: String) throws -> (VhostUserFrontend, VirtioGPUDriver, DisplayChannelPeer) {
-        let frontend = try VhostUserFrontend(path: path)
-        let driver = try VirtioGPUDriver(frontend: frontend)
-        let (peer, fd) = try DisplayChannelPeer.connected()
-        try frontend.gpuSetSocket(fd.rawValue)
-        try fd.close()
-        return (frontend, driver, peer)
-    }
-
-    func waitForExit(_ p: Process, seconds: Double = 10) {
-        let deadline = monotonicSeconds() + seconds
-        while p.isRunning, monotonicSeconds() < deadline { usleep(20_000) }
     }
 
     @Test func twoSocketsAreTwoDevicesInOneRegistry() throws {
         let b = try launch(sockets: 2, tag: "two")
         defer { stop(b) }
-        let (fa, da, _pa) = try connect(b.sockets[0])
-        let (fb, db, _pb) = try connect(b.sockets[1])
+        let (fa, da, _pa) = try connectGPU(path: b.sockets[0])
+        let (fb, db, _pb) = try connectGPU(path: b.sockets[1])
         _ = (_pa, _pb)
         // The same guest resource id on both devices.
         #expect(try da.createResource2D(id: 1, width: 8, height: 8).type == OK)
@@ -105,7 +84,7 @@ import SystemSupport
         #expect(after.map(\.label) == [b.sockets[1]])
         // The last one gone: the process exits, cleanly.
         fb.disconnect()
-        waitForExit(b.process)
+        b.binary.waitForExit()
         #expect(!b.process.isRunning)
         if !b.process.isRunning { #expect(b.process.terminationStatus == 0) }
         #expect(!FileManager.default.fileExists(atPath: b.sockets[1]))
@@ -116,7 +95,7 @@ import SystemSupport
         defer { stop(b) }
         for round in 0..<2 {
             for path in b.sockets {
-                let (f, d, _p) = try connect(path)
+                let (f, d, _p) = try connectGPU(path: path)
                 _ = _p
                 #expect(try d.createResource2D(id: 1, width: 4, height: 4).type == OK, "round \(round) \(path)")
                 f.disconnect()
@@ -128,7 +107,7 @@ import SystemSupport
         // SIGTERM ends it even though this (multithreaded) test process spawned it with
         // signals blocked: the backend unblocks them, and removes its control socket.
         b.process.terminate()
-        waitForExit(b.process, seconds: 5)
+        b.binary.waitForExit(timeout: 5)
         #expect(!b.process.isRunning)
         #expect(!FileManager.default.fileExists(atPath: b.control))
     }

@@ -19,7 +19,7 @@ import SystemSupport
 /// VGPUResolve's ResolveClient, against a real device and server.
 @Suite(.serialized) struct ResolveTests {
     func exported(_ rig: GPURig, id: UInt32) throws -> ResourceUUID {
-        _ = try rig.makeResource(id: id, width: 8, height: 4, pixels: pattern(8, 4))
+        _ = try rig.makeResource(id: id, width: 8, height: 4, pixels: pixelPattern(8, 4))
         let u = try #require(try rig.driver.assignUUID(id: id).load(virtio_gpu_resp_resource_uuid.self))
         return try #require(ResourceUUID(bytes: withUnsafeBytes(of: u.uuid) { Array($0) }))
     }
@@ -171,35 +171,29 @@ import SystemSupport
         let server = try ControlServer(path: ControlSocketTests.socketPath("bin"), directory: directory, logger: GPURig.logger())
         server.start()
         defer { server.stop(); _ = rig.disconnect() }
-        let pixels = pattern(17, 9, seed: 4)
+        let pixels = pixelPattern(17, 9, seed: 4)
         _ = try rig.makeResource(id: 6, width: 17, height: 9, pixels: pixels)
         let u = try #require(try rig.driver.assignUUID(id: 6).load(virtio_gpu_resp_resource_uuid.self))
         let uuid = withUnsafeBytes(of: u.uuid) { Array($0) }
 
         let sock = NSTemporaryDirectory() + "vgpu-imp-bin-\(getpid()).sock"
         let missing = NSTemporaryDirectory() + "vgpu-imp-missing-\(getpid()).sock"
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary)
-        // A missing first socket: one warning, then the second answers.
-        p.arguments = ["--socket-path", sock, "--control-socket", missing, "--control-socket", server.path, "--max-handles", "8"]
         let err = Pipe()
-        p.standardError = err
-        try p.run()
-        defer { if p.isRunning { p.terminate() }; p.waitUntilExit() }
-        let deadline = monotonicSeconds() + 10
-        while !FileManager.default.fileExists(atPath: sock), monotonicSeconds() < deadline { usleep(10_000) }
+        // A missing first socket: one warning, then the second answers.
+        let p = try RunningBinary(Self.binary, ["--socket-path", sock, "--control-socket", missing, "--control-socket", server.path, "--max-handles", "8"],
+                                  sockets: [sock], standardError: err)
+        defer { p.stop() }
         let driver = try ImportDriver(frontend: VhostUserFrontend(path: sock))
         let id = try driver.identify()
         #expect(id.name == "vgpu-import-device" && UInt32(littleEndian: id.response.max_handles) == 8)
         let r = try driver.importUUID(uuid)
         #expect(r.status == 0 && r.digest == referenceDigest(pixels, rowBytes: 68, stride: 68, rows: 9))
         let holders = try ControlClient(path: server.path).call(.list).0.devices?.first?.resources.first?.holders ?? []
-        #expect(holders.count == 1 && (holders.first?.holder == "vgpu-import-device") == true && holders.first?.pid == p.processIdentifier)
+        #expect(holders.count == 1 && (holders.first?.holder == "vgpu-import-device") == true && holders.first?.pid == p.pid)
         #expect(try driver.importUUID([UInt8](repeating: 9, count: 16)).status == UInt16(VGPU_IMPORT_STATUS_NOT_FOUND))
         // QEMU leaves: the process exits, and its holds go with its connection.
         driver.frontend.disconnect()
-        let exitDeadline = monotonicSeconds() + 10
-        while p.isRunning, monotonicSeconds() < exitDeadline { usleep(20_000) }
+        p.waitForExit()
         #expect(!p.isRunning)
         let log = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(log.split(separator: "\n").filter { $0.contains(missing) }.count == 1, "\(log)")

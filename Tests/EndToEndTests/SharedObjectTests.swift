@@ -86,7 +86,7 @@ final class BackendChannelPeer: @unchecked Sendable {
         let before = openFDSet()
         do {
             let (rig, peer) = try sharedRig()
-            _ = try rig.makeResource(id: 1, width: 8, height: 4, pixels: pattern(8, 4))
+            _ = try rig.makeResource(id: 1, width: 8, height: 4, pixels: pixelPattern(8, 4))
             let u = try #require(uuid(try rig.driver.assignUUID(id: 1)))
             // The ack is awaited before the guest gets its answer: the ADD is already here.
             let first = peer.messages
@@ -104,7 +104,7 @@ final class BackendChannelPeer: @unchecked Sendable {
             #expect(after[1].header.request == VhostUserBackendRequest.sharedObjectRemove.rawValue)
             #expect(after[1].payload == u)
             // A UUID still published at disconnect is removed then (no ack asked: nobody serves it).
-            _ = try rig.makeResource(id: 2, width: 4, height: 4, pixels: pattern(4, 4))
+            _ = try rig.makeResource(id: 2, width: 4, height: 4, pixels: pixelPattern(4, 4))
             let u2 = try #require(uuid(try rig.driver.assignUUID(id: 2)))
             #expect(rig.disconnect())
             #expect(peer.waitForEOF())
@@ -121,7 +121,7 @@ final class BackendChannelPeer: @unchecked Sendable {
         let before = openFDSet()
         do {
             let (rig, peer) = try sharedRig()
-            let pixels = pattern(16, 8, seed: 3)
+            let pixels = pixelPattern(16, 8, seed: 3)
             _ = try rig.makeResource(id: 5, width: 16, height: 8, pixels: pixels)
             let u = try #require(uuid(try rig.driver.assignUUID(id: 5)))
             let reply = try rig.driver.frontend.getSharedObject(uuid: u)
@@ -147,7 +147,7 @@ final class BackendChannelPeer: @unchecked Sendable {
 
     @Test func frontendThatNeverAcksDoesNotWedgeTheDevice() throws {
         let (rig, peer) = try sharedRig(ack: false, ackTimeout: 0.3)
-        _ = try rig.makeResource(id: 1, width: 4, height: 4, pixels: pattern(4, 4))
+        _ = try rig.makeResource(id: 1, width: 4, height: 4, pixels: pixelPattern(4, 4))
         let start = Date()
         #expect(uuid(try rig.driver.assignUUID(id: 1)) != nil)   // after the bounded wait
         #expect(try rig.driver.createResource2D(id: 2, width: 4, height: 4).type == OK)

@@ -46,7 +46,7 @@ import SystemSupport
         do {
             let rig = try GPURig(registry: registry)
             for id in 1...20 as ClosedRange<UInt32> {
-                _ = try rig.makeResource(id: id, width: 64, height: 64, pixels: pattern(64, 64))
+                _ = try rig.makeResource(id: id, width: 64, height: 64, pixels: pixelPattern(64, 64))
                 uuids.append(try #require(uuid(try rig.driver.assignUUID(id: id))))
             }
             try rig.check(rig.driver.setScanout(0, id: 1, rect: VirtioGPUDriver.rect(0, 0, 64, 64)), "scanout")
@@ -62,7 +62,7 @@ import SystemSupport
 
     @Test func resetDeviceDropsResources() throws {
         let rig = try GPURig()
-        _ = try rig.makeResource(id: 9, width: 8, height: 8, pixels: pattern(8, 8))
+        _ = try rig.makeResource(id: 9, width: 8, height: 8, pixels: pixelPattern(8, 8))
         #expect(try rig.driver.frontend.resetDevice())
         #expect(rig.device.processor.snapshot().isEmpty)
     }

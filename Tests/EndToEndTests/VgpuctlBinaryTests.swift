@@ -21,14 +21,8 @@ import SystemSupport
         defer { try? FileManager.default.removeItem(at: dir) }
         let sock = dir.appendingPathComponent("gpu.sock").path
         let ctl = dir.appendingPathComponent("ctl.sock").path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binDir + "/vgpu-backend")
-        p.arguments = ["--socket-path", sock, "--control-socket", ctl]
-        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try p.run()
-        defer { if p.isRunning { p.terminate() }; p.waitUntilExit() }
-        let deadline = monotonicSeconds() + 10
-        while !(FileManager.default.fileExists(atPath: sock) && FileManager.default.fileExists(atPath: ctl)), monotonicSeconds() < deadline { usleep(10_000) }
+        let backend = try RunningBinary(Self.binDir + "/vgpu-backend", ["--socket-path", sock, "--control-socket", ctl], sockets: [sock, ctl])
+        defer { backend.stop() }
 
         // Before any frontend: no devices.
         let empty = try vgpuctl(["list", "--socket", ctl, "--json"])
@@ -45,11 +39,7 @@ import SystemSupport
         defer { if watch.isRunning { watch.terminate() }; watch.waitUntilExit() }
         usleep(300_000)   // subscribed before the frontend connects
 
-        let frontend = try VhostUserFrontend(path: sock)
-        let driver = try VirtioGPUDriver(frontend: frontend)
-        let (_, fd) = try DisplayChannelPeer.connected()
-        try frontend.gpuSetSocket(fd.rawValue)
-        try fd.close()
+        let (frontend, driver, _) = try connectGPU(path: sock)
         var pixels = [UInt8](repeating: 0, count: 8 * 4 * 4)
         for i in stride(from: 0, to: pixels.count, by: 4) { pixels[i] = 0x30; pixels[i + 1] = 0x20; pixels[i + 2] = 0x10 }   // B,G,R
         let backing = driver.ram.allocate(pixels.count, alignment: 4096)
@@ -103,8 +93,7 @@ import SystemSupport
         #expect(try driver.unref(id: 1).type == OK)
         frontend.disconnect()
         // The watch saw the whole life of the device and its resource, then the backend exited.
-        let exitDeadline = monotonicSeconds() + 10
-        while watch.isRunning, monotonicSeconds() < exitDeadline { usleep(20_000) }
+        waitUntil(timeout: 10, interval: 0.02) { !watch.isRunning }
         let events = String(decoding: watchOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         let kinds = events.split(separator: "\n").compactMap { $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.map(String.init) }
         #expect(kinds == ["device-connected", "created", "uuid-assigned", "unref", "device-disconnected"], "\(events)")

@@ -254,7 +254,7 @@ import SystemSupport
         try withRig { rig, _ in
             let d = rig.driver
             let w: UInt32 = 48, h: UInt32 = 20
-            let first = pattern(Int(w), Int(h), seed: 11)
+            let first = pixelPattern(Int(w), Int(h), seed: 11)
             _ = try rig.makeResource(id: 5, format: VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM.rawValue, width: w, height: h, pixels: first)
             try rig.check(d.setScanout(0, id: 5, rect: VirtioGPUDriver.rect(0, 0, w, h)), "scanout")
             try rig.check(d.flush(id: 5, rect: VirtioGPUDriver.rect(0, 0, w, h)), "flush")
@@ -280,7 +280,7 @@ import SystemSupport
     /// UPDATE_CURSOR with a 64×64 virgl resource: read back on the render thread, then sent.
     @Test func cursorFromAVirglResource() throws {
         try withRig { rig, _ in
-            let image = pattern(64, 64, seed: 21)
+            let image = pixelPattern(64, 64, seed: 21)
             _ = try rig.makeResource(id: 9, format: VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM.rawValue, width: 64, height: 64, pixels: image)
             _ = try rig.driver.updateCursor(scanout: 0, id: 9, x: 10, y: 20)
             #expect(rig.peer.waitFor(timeout: .seconds(5)) { $0.cursor.image?.count == 64 * 64 * 4 })

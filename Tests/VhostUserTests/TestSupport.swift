@@ -40,24 +40,3 @@ final class EchoDevice: VhostUserDevice {
     func reset() { events.withLock { $0.append("reset") } }
     func disconnected() { events.withLock { $0.append("disconnected") } }
 }
-
-/// Runs a VhostUserConnection for `device` on a thread over a socketpair.
-final class ServedDevice: @unchecked Sendable {
-    let frontendSocket: OwnedFileDescriptor
-    private let done = DispatchSemaphore(value: 0)
-
-    init(_ device: any VhostUserDevice) throws {
-        let (a, b) = try UnixSocket.pair()
-        frontendSocket = a
-        var logger = Logger(label: "test")
-        logger.logLevel = ProcessInfo.processInfo.environment["VGPU_TEST_LOG"] != nil ? .trace : .critical
-        let connection = VhostUserConnection(socket: b, device: device, logger: logger)
-        let done = self.done
-        startThread(name: "test-conn") { connection.run(); done.signal() }
-    }
-
-    /// Waits for the connection thread to end (after the frontend closes its socket).
-    func waitFinished(timeout: Double = 5) -> Bool { done.wait(timeout: .now() + timeout) == .success }
-}
-
-

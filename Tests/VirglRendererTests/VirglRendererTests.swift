@@ -51,18 +51,6 @@ enum ProcessInfoLite {
     }
 }
 
-/// Deterministic random numbers, so a failing fuzz run can be repeated from its seed.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// A render target, its surface made and cleared by a command stream, in one context.
 private func clearResource(_ core: VirglRendererCore, context: UInt32, resource: UInt32, surface: UInt32,
                            format: UInt32, rgba: (Float, Float, Float, Float)) throws(VirglError) {
@@ -341,7 +329,7 @@ struct VirglRendererTests {
         let environment = ProcessInfoLite.environment
         let seed = environment["VGPU_VIRGL_FUZZ_SEED"].flatMap { UInt64($0) } ?? UInt64(DispatchTime.now().uptimeNanoseconds)
         let seconds = environment["VGPU_VIRGL_FUZZ_SECONDS"].flatMap { UInt64($0) } ?? 3
-        var rng = SplitMix64(state: seed)
+        var rng = SplitMix64(seed: seed)
         let deadline = DispatchTime.now().uptimeNanoseconds + seconds * 1_000_000_000
         var submitted = 0, refused = 0, contextsMade = 0
         var context: UInt32 = 0

@@ -1,5 +1,6 @@
 import Testing
 import VirtioCore
+import VGPUTestSupport
 
 /// Garbage descriptor tables and avail rings (virtio-queue keeps a fuzz target for this): popChain
 /// must never trap, never loop, and hand out only chains whose every buffer is guest RAM.
@@ -18,7 +19,7 @@ struct ChainWalkFuzzTests {
     static let indirectOffset = 0x1000 // a scratch area for indirect tables, also garbage
 
     /// An address that is interesting for the walker: mostly in or near RAM and its edges.
-    static func randomAddress(_ rng: inout XorShift) -> UInt64 {
+    static func randomAddress(_ rng: inout SplitMix64) -> UInt64 {
         let edges: [UInt64] = [0x10000, 0x20000, 0x21000, 0x40000, 0x41000, 0x11000]
         switch rng.next() % 8 {
         case 0: return rng.next()                                          // anywhere
@@ -29,7 +30,7 @@ struct ChainWalkFuzzTests {
         }
     }
 
-    static func randomLength(_ rng: inout XorShift) -> UInt32 {
+    static func randomLength(_ rng: inout SplitMix64) -> UInt32 {
         switch rng.next() % 6 {
         case 0: return UInt32(truncatingIfNeeded: rng.next())
         case 1: return UInt32(16 * (rng.next() % 20))                   // indirect-table-like
@@ -38,11 +39,11 @@ struct ChainWalkFuzzTests {
         }
     }
 
-    static func randomFlags(_ rng: inout XorShift) -> UInt16 {
+    static func randomFlags(_ rng: inout SplitMix64) -> UInt16 {
         rng.next() % 8 == 0 ? UInt16(truncatingIfNeeded: rng.next()) : UInt16(rng.next() % 8)
     }
 
-    static func randomNext(_ rng: inout XorShift) -> UInt16 {
+    static func randomNext(_ rng: inout SplitMix64) -> UInt16 {
         rng.next() % 8 == 0 ? UInt16(truncatingIfNeeded: rng.next()) : UInt16(rng.next() % 20)
     }
 
@@ -59,7 +60,7 @@ struct ChainWalkFuzzTests {
         let addresses = VringAddresses(descriptorTable: FrontendVirtualAddress(Self.frontendA),
                                        availableRing: FrontendVirtualAddress(Self.frontendA + UInt64(Self.availOffset)),
                                        usedRing: FrontendVirtualAddress(Self.frontendA + UInt64(Self.usedOffset)))
-        var rng = XorShift(seed: 0x5eed_1234_abcd_0001)
+        var rng = SplitMix64(seed: 0x5eed_1234_abcd_0001)
         var popped = 0, refused = 0, jumps = 0
         var seenErrors: Set<String> = []
 

@@ -1,5 +1,6 @@
 import Testing
 import VirtioCore
+import VGPUTestSupport
 
 @Suite("GuestMemory construction")
 struct GuestMemoryInitTests {

@@ -1,41 +1,10 @@
 import Glibc
+import VGPUTestSupport
 import VirtioCore
 
-// Test doubles for VirtioCore: anonymous mappings standing in for memfd guest RAM, a driver-side
-// split virtqueue that writes rings the way a guest driver does, and a seedable generator.
-
-/// An anonymous private mapping, unmapped on deinit: guest RAM for one region in tests.
-/// @unchecked: the pointer never changes; tests touch the memory from one task at a time.
-final class AnonymousMapping: @unchecked Sendable {
-    let base: UnsafeMutableRawPointer
-    let size: Int
-
-    /// `readWrite: false` reserves address space only (PROT_NONE): for regions that are validated
-    /// but never touched, such as multi-gigabyte regions in length-overflow tests.
-    init(size: Int, readWrite: Bool = true) {
-        let prot = readWrite ? PROT_READ | PROT_WRITE : PROT_NONE
-        let p = mmap(nil, size, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-        precondition(p != nil && p != UnsafeMutableRawPointer(bitPattern: -1), "mmap of \(size) bytes failed")
-        base = p!
-        self.size = size
-    }
-
-    deinit { munmap(base, size) }
-
-    /// The bytes at `offset..<offset+count` of the mapping, read directly (not through GuestMemory).
-    func bytes(at offset: Int, count: Int) -> [UInt8] {
-        precondition(offset >= 0 && offset + count <= size)
-        return Array(UnsafeRawBufferPointer(start: base + offset, count: count))
-    }
-
-    /// Writes `bytes` at `offset` directly into the mapping.
-    func setBytes(_ bytes: [UInt8], at offset: Int) {
-        precondition(offset >= 0 && offset + bytes.count <= size)
-        bytes.withUnsafeBytes { (base + offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-    }
-
-    func fill(_ value: UInt8) { memset(base, Int32(value), size) }
-}
+// Test doubles for VirtioCore: regions over anonymous mappings (VGPUTestSupport's) standing in
+// for memfd guest RAM, and a driver-side split virtqueue that writes rings the way a guest
+// driver does.
 
 /// One region over a fresh mapping (or over `mapping`, which must be at least `size` bytes).
 func makeRegion(guest: UInt64, size: Int, frontend: UInt64? = nil, mapping: AnonymousMapping? = nil) -> GuestMemoryRegion {
@@ -210,18 +179,4 @@ func pop(_ queue: SplitVirtqueue) throws(VirtqueueError) -> DescriptorChain? {
 func popError(_ queue: SplitVirtqueue) -> VirtqueueError? {
     var chain = DescriptorChain()
     do { _ = try queue.popChain(into: &chain); return nil } catch { return error }
-}
-
-// MARK: - seedable randomness
-
-/// xorshift64*: tiny, seedable, good enough to scramble descriptor tables reproducibly.
-struct XorShift: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed == 0 ? 0x9E37_79B9_7F4A_7C15 : seed }
-    mutating func next() -> UInt64 {
-        state ^= state >> 12
-        state ^= state << 25
-        state ^= state >> 27
-        return state &* 0x2545_F491_4F6C_DD1D
-    }
 }

@@ -1,6 +1,7 @@
 import CShims
 import HostBuffers
 import Testing
+import VGPUTestSupport
 import VirtioCore
 @testable import VirtioGPU
 #if canImport(Glibc)

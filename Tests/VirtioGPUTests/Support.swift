@@ -2,6 +2,7 @@ import CShims
 import DisplayChannel
 import Synchronization
 import Testing
+import VGPUTestSupport
 import VirtioCore
 @testable import VirtioGPU
 #if canImport(Glibc)
@@ -9,19 +10,6 @@ import Glibc
 #endif
 
 // MARK: guest memory
-
-/// An anonymous mapping standing in for guest RAM; unmapped on deinit.
-final class AnonymousMapping: @unchecked Sendable {
-    let base: UnsafeMutableRawPointer
-    let size: Int
-    init(size: Int) {
-        let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-        guard let p, p != MAP_FAILED else { fatalError("test mmap failed") }
-        base = p
-        self.size = size
-    }
-    deinit { munmap(base, size) }
-}
 
 /// Guest RAM made of one or more regions, with a bump allocator for request/response buffers.
 final class TestGuest {

@@ -1,5 +1,6 @@
 import CShims
 import Testing
+import VGPUTestSupport
 import VirtioCore
 @testable import VirtioGPU
 
