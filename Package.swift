@@ -142,7 +142,7 @@ let package = Package(
         // Every helper the test targets share, once: leak checks, guest-RAM mappings, pixel patterns,
         // seeded randomness, a device served on a thread, running product binaries.
         .target(name: "VGPUTestSupport", dependencies: [
-            "SystemSupport", "VhostUser", "FrontendSide", "DisplayChannel",
+            "CShims", "SystemSupport", "VirtioCore", "VhostUser", "FrontendSide", "DisplayChannel",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/VGPUTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VGPUTestSupport", "VirtioCore", "CShims"], swiftSettings: swiftSettings),

@@ -78,11 +78,7 @@ import SystemSupport
         defer { backend.stop() }
         let (frontend, driver, peer) = try connectGPU(path: sock)
         let pixels = [UInt8](repeating: 0x42, count: 16 * 16 * 4)
-        let backing = driver.ram.allocate(pixels.count, alignment: 4096)
-        driver.ram.write(pixels, at: backing)
-        #expect(try driver.createResource2D(id: 1, width: 16, height: 16).type == OK)
-        #expect(try driver.attachBacking(id: 1, entries: [(backing, UInt32(pixels.count))]).type == OK)
-        #expect(try driver.transferToHost2D(id: 1, rect: VirtioGPUDriver.rect(0, 0, 16, 16)).type == OK)
+        _ = try driver.makeResource(id: 1, width: 16, height: 16, pixels: pixels)
         #expect(try driver.setScanout(0, id: 1, rect: VirtioGPUDriver.rect(0, 0, 16, 16)).type == OK)
         #expect(try driver.flush(id: 1, rect: VirtioGPUDriver.rect(0, 0, 16, 16)).type == OK)
         #expect(peer.waitFor(timeout: .seconds(5)) { $0.framebuffers[0]?.pixels.first == 0x42 })

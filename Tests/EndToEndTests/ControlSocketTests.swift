@@ -18,8 +18,7 @@ import SystemSupport
     }
 
     func uuid(_ r: VirtioGPUDriver.Response) -> ResourceUUID? {
-        guard r.type == VIRTIO_GPU_RESP_OK_RESOURCE_UUID.rawValue, let u = r.load(virtio_gpu_resp_resource_uuid.self) else { return nil }
-        return ResourceUUID(bytes: withUnsafeBytes(of: u.uuid) { Array($0) })
+        r.resourceUUID.flatMap { ResourceUUID(bytes: $0) }
     }
 
     /// A device and a server; the server is stopped and the rig disconnected at the end.

@@ -108,9 +108,7 @@ func connectNonBlocking(_ path: String) -> OwnedFileDescriptor? {
 
 /// The UUID string ASSIGN_UUID answered (what the control socket's `export` takes).
 func assignedUUID(_ d: VirtioGPUDriver, id: UInt32) throws -> String {
-    let r = try d.assignUUID(id: id)
-    let u = try #require(r.load(virtio_gpu_resp_resource_uuid.self))
-    return try #require(ResourceUUID(bytes: withUnsafeBytes(of: u.uuid) { Array($0) })).description
+    try #require(try d.assignUUID(id: id).resourceUUID.flatMap { ResourceUUID(bytes: $0) }).description
 }
 
 /// Issue 11 §4: faults injected with real processes. In each case the backend keeps serving,
@@ -303,15 +301,8 @@ func assignedUUID(_ d: VirtioGPUDriver, id: UInt32) throws -> String {
         let b = try BackendUnderTest(tag: "importer")
         defer { b.stop() }
         let (_, d, _) = try b.connect()
-        let pixels = pixelPattern(8, 8)
-        let backing = d.ram.allocate(pixels.count, alignment: 4096)
-        d.ram.write(pixels, at: backing)
-        #expect(try d.createResource2D(id: 1, width: 8, height: 8).type == OK)
-        #expect(try d.attachBacking(id: 1, entries: [(backing, UInt32(pixels.count))]).type == OK)
-        #expect(try d.transferToHost2D(id: 1, rect: VirtioGPUDriver.rect(0, 0, 8, 8)).type == OK)
-        let r = try d.assignUUID(id: 1)
-        let u = try #require(r.load(virtio_gpu_resp_resource_uuid.self))
-        let uuid = withUnsafeBytes(of: u.uuid) { Array($0) }
+        _ = try d.makeResource(id: 1, width: 8, height: 8, pixels: pixelPattern(8, 8))
+        let uuid = try #require(try d.assignUUID(id: 1).resourceUUID)
 
         let device = try ImportVhostUserDevice(options: ImportDeviceOptions(controlSockets: [b.control], sharedObjectLookup: false,
                                                                             maxHandles: 8, holder: "fault-test"),

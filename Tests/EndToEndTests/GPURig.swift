@@ -51,27 +51,15 @@ final class GPURig {
     }
 
     /// Guest memory holding `bytes`, page aligned.
-    func place(_ bytes: [UInt8]) -> GuestPhysicalAddress {
-        let a = driver.ram.allocate(bytes.count, alignment: 4096)
-        driver.ram.write(bytes, at: a)
-        return a
-    }
+    func place(_ bytes: [UInt8]) -> GuestPhysicalAddress { driver.place(bytes) }
 
     /// Creates a resource with backing that holds `pixels` (4 bytes each) and transfers it all.
     func makeResource(id: UInt32, format: UInt32 = VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM.rawValue, width: UInt32, height: UInt32,
                       pixels: [UInt8]) throws -> GuestPhysicalAddress {
-        let backing = place(pixels)
-        try check(driver.createResource2D(id: id, format: format, width: width, height: height), "create")
-        try check(driver.attachBacking(id: id, entries: [(backing, UInt32(pixels.count))]), "attach")
-        try check(driver.transferToHost2D(id: id, rect: VirtioGPUDriver.rect(0, 0, width, height)), "transfer")
-        return backing
+        try driver.makeResource(id: id, format: format, width: width, height: height, pixels: pixels)
     }
 
-    struct Failed: Error, CustomStringConvertible { let description: String }
-
-    func check(_ r: VirtioGPUDriver.Response, _ what: String) throws {
-        guard r.type == VIRTIO_GPU_RESP_OK_NODATA.rawValue else { throw Failed(description: "\(what): 0x\(String(r.type, radix: 16))") }
-    }
+    func check(_ r: VirtioGPUDriver.Response, _ what: String) throws { try driver.check(r, what) }
 }
 
 let OK = VIRTIO_GPU_RESP_OK_NODATA.rawValue

@@ -83,9 +83,7 @@ final class ImportRig {
     func exported(id: UInt32, width: UInt32, height: UInt32, seed: UInt32 = 0) throws -> (uuid: [UInt8], pixels: [UInt8]) {
         let pixels = pixelPattern(Int(width), Int(height), seed: seed)
         _ = try gpu.makeResource(id: id, width: width, height: height, pixels: pixels)
-        let r = try gpu.driver.assignUUID(id: id)
-        let u = try #require(r.load(virtio_gpu_resp_resource_uuid.self))
-        return (withUnsafeBytes(of: u.uuid) { Array($0) }, pixels)
+        return (try #require(try gpu.driver.assignUUID(id: id).resourceUUID), pixels)
     }
 
     func holders() throws -> [[ResourceHolder]] {

@@ -49,10 +49,8 @@ import SystemSupport
         #expect(try db.createResource2D(id: 1, width: 8, height: 8).type == OK)
         let ra = try da.assignUUID(id: 1), rb = try db.assignUUID(id: 1)
         #expect(ra.type == VIRTIO_GPU_RESP_OK_RESOURCE_UUID.rawValue && rb.type == VIRTIO_GPU_RESP_OK_RESOURCE_UUID.rawValue)
-        let wa = try #require(ra.load(virtio_gpu_resp_resource_uuid.self))
-        let wb = try #require(rb.load(virtio_gpu_resp_resource_uuid.self))
-        let ua = try #require(ResourceUUID(bytes: withUnsafeBytes(of: wa.uuid) { Array($0) }))
-        let ub = try #require(ResourceUUID(bytes: withUnsafeBytes(of: wb.uuid) { Array($0) }))
+        let ua = try #require(ra.resourceUUID.flatMap { ResourceUUID(bytes: $0) })
+        let ub = try #require(rb.resourceUUID.flatMap { ResourceUUID(bytes: $0) })
         #expect(ua != ub)
 
         // The control socket lists both devices, each with its own socket as label.

@@ -20,8 +20,7 @@ import SystemSupport
 @Suite(.serialized) struct ResolveTests {
     func exported(_ rig: GPURig, id: UInt32) throws -> ResourceUUID {
         _ = try rig.makeResource(id: id, width: 8, height: 4, pixels: pixelPattern(8, 4))
-        let u = try #require(try rig.driver.assignUUID(id: id).load(virtio_gpu_resp_resource_uuid.self))
-        return try #require(ResourceUUID(bytes: withUnsafeBytes(of: u.uuid) { Array($0) }))
+        return try #require(try rig.driver.assignUUID(id: id).resourceUUID.flatMap { ResourceUUID(bytes: $0) })
     }
 
     func holders(_ client: ControlClient, _ uuid: ResourceUUID) throws -> [ResourceHolder] {
@@ -173,8 +172,7 @@ import SystemSupport
         defer { server.stop(); _ = rig.disconnect() }
         let pixels = pixelPattern(17, 9, seed: 4)
         _ = try rig.makeResource(id: 6, width: 17, height: 9, pixels: pixels)
-        let u = try #require(try rig.driver.assignUUID(id: 6).load(virtio_gpu_resp_resource_uuid.self))
-        let uuid = withUnsafeBytes(of: u.uuid) { Array($0) }
+        let uuid = try #require(try rig.driver.assignUUID(id: 6).resourceUUID)
 
         let sock = NSTemporaryDirectory() + "vgpu-imp-bin-\(getpid()).sock"
         let missing = NSTemporaryDirectory() + "vgpu-imp-missing-\(getpid()).sock"

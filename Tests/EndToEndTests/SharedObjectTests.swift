@@ -56,11 +56,6 @@ final class BackendChannelPeer: @unchecked Sendable {
 }
 
 @Suite(.serialized) struct SharedObjectTests {
-    func uuid(_ r: VirtioGPUDriver.Response) -> [UInt8]? {
-        guard r.type == VIRTIO_GPU_RESP_OK_RESOURCE_UUID.rawValue, let u = r.load(virtio_gpu_resp_resource_uuid.self) else { return nil }
-        return withUnsafeBytes(of: u.uuid) { Array($0) }
-    }
-
     /// A rig whose frontend negotiated SHARED_OBJECT and gave the backend its channel.
     func sharedRig(ack: Bool = true, ackTimeout: Double = 1.0, directory: DeviceDirectory? = nil, lookup: Bool = false,
                    answer: (@Sendable ([UInt8]) -> Int32?)? = nil) throws -> (GPURig, BackendChannelPeer) {
@@ -87,7 +82,7 @@ final class BackendChannelPeer: @unchecked Sendable {
         do {
             let (rig, peer) = try sharedRig()
             _ = try rig.makeResource(id: 1, width: 8, height: 4, pixels: pixelPattern(8, 4))
-            let u = try #require(uuid(try rig.driver.assignUUID(id: 1)))
+            let u = try #require((try rig.driver.assignUUID(id: 1)).resourceUUID)
             // The ack is awaited before the guest gets its answer: the ADD is already here.
             let first = peer.messages
             try #require(first.count == 1)
@@ -95,7 +90,7 @@ final class BackendChannelPeer: @unchecked Sendable {
             #expect(first[0].header.needsReply)
             #expect(first[0].payload == u)
             // A second ASSIGN_UUID: same UUID, nothing new on the channel.
-            #expect(uuid(try rig.driver.assignUUID(id: 1)) == u)
+            #expect((try rig.driver.assignUUID(id: 1)).resourceUUID == u)
             #expect(peer.messages.count == 1)
             // UNREF: REMOVE with the same UUID.
             #expect(try rig.driver.unref(id: 1).type == OK)
@@ -105,7 +100,7 @@ final class BackendChannelPeer: @unchecked Sendable {
             #expect(after[1].payload == u)
             // A UUID still published at disconnect is removed then (no ack asked: nobody serves it).
             _ = try rig.makeResource(id: 2, width: 4, height: 4, pixels: pixelPattern(4, 4))
-            let u2 = try #require(uuid(try rig.driver.assignUUID(id: 2)))
+            let u2 = try #require((try rig.driver.assignUUID(id: 2)).resourceUUID)
             #expect(rig.disconnect())
             #expect(peer.waitForEOF())
             let last = peer.messages
@@ -123,7 +118,7 @@ final class BackendChannelPeer: @unchecked Sendable {
             let (rig, peer) = try sharedRig()
             let pixels = pixelPattern(16, 8, seed: 3)
             _ = try rig.makeResource(id: 5, width: 16, height: 8, pixels: pixels)
-            let u = try #require(uuid(try rig.driver.assignUUID(id: 5)))
+            let u = try #require((try rig.driver.assignUUID(id: 5)).resourceUUID)
             let reply = try rig.driver.frontend.getSharedObject(uuid: u)
             #expect(reply.payload == u)
             let fd = try #require(reply.fd)
@@ -149,9 +144,9 @@ final class BackendChannelPeer: @unchecked Sendable {
         let (rig, peer) = try sharedRig(ack: false, ackTimeout: 0.3)
         _ = try rig.makeResource(id: 1, width: 4, height: 4, pixels: pixelPattern(4, 4))
         let start = Date()
-        #expect(uuid(try rig.driver.assignUUID(id: 1)) != nil)   // after the bounded wait
+        #expect((try rig.driver.assignUUID(id: 1)).resourceUUID != nil)   // after the bounded wait
         #expect(try rig.driver.createResource2D(id: 2, width: 4, height: 4).type == OK)
-        #expect(uuid(try rig.driver.assignUUID(id: 2)) != nil)   // channel given up: no second wait
+        #expect((try rig.driver.assignUUID(id: 2)).resourceUUID != nil)   // channel given up: no second wait
         #expect(Date().timeIntervalSince(start) < 1.5)
         #expect(peer.wait(for: 1).count == 1)
         #expect(try rig.driver.unref(id: 2).type == OK)
@@ -219,7 +214,7 @@ extension SharedObjectTests {
             #expect(lookups == (enabled ? 2 : 0))
             // The device goes on: its own UUIDs are never looked up.
             _ = try rig.makeResource(id: 1, width: 8, height: 8, pixels: [UInt8](repeating: 1, count: 256))
-            let mine = try #require(uuid(try rig.driver.assignUUID(id: 1)))
+            let mine = try #require((try rig.driver.assignUUID(id: 1)).resourceUUID)
             let (own, ownFD) = try client.call(.export, resource: ResourceUUID(bytes: mine)!.description)
             #expect(own.buffer?.foreign == nil && ownFD != nil)
             #expect(peer.messages.filter { $0.header.request == VhostUserBackendRequest.sharedObjectLookup.rawValue }.count == lookups)

@@ -10,23 +10,18 @@ import VirtioGPU
 import SystemSupport
 
 @Suite(.serialized) struct UUIDAndLifecycleTests {
-    func uuid(_ r: VirtioGPUDriver.Response) -> [UInt8]? {
-        guard r.type == VIRTIO_GPU_RESP_OK_RESOURCE_UUID.rawValue, let u = r.load(virtio_gpu_resp_resource_uuid.self) else { return nil }
-        return withUnsafeBytes(of: u.uuid) { Array($0) }
-    }
-
     @Test func uuidIsStableV4AndUniqueAcrossDevices() throws {
         let registry = ResourceUUIDRegistry()
         let a = try GPURig(registry: registry, deviceID: 1)
         let b = try GPURig(registry: registry, deviceID: 2)
         #expect(try a.driver.createResource2D(id: 1, width: 4, height: 4).type == OK)
         #expect(try b.driver.createResource2D(id: 1, width: 4, height: 4).type == OK)   // same guest id, other device
-        let ua = try #require(uuid(try a.driver.assignUUID(id: 1)))
-        let ub = try #require(uuid(try b.driver.assignUUID(id: 1)))
+        let ua = try #require((try a.driver.assignUUID(id: 1)).resourceUUID)
+        let ub = try #require((try b.driver.assignUUID(id: 1)).resourceUUID)
         #expect(ua != ub)
         #expect(ua[6] >> 4 == 4)             // version 4
         #expect(ua[8] & 0xc0 == 0x80)        // RFC 4122 variant
-        #expect(uuid(try a.driver.assignUUID(id: 1)) == ua)   // stable
+        #expect((try a.driver.assignUUID(id: 1)).resourceUUID == ua)   // stable
         // Resolvable from the shared registry, naming the right device.
         let uuidA = try #require(ResourceUUID(bytes: ua)), uuidB = try #require(ResourceUUID(bytes: ub))
         let ownerA = try #require(registry.lookup(uuidA))
@@ -47,7 +42,7 @@ import SystemSupport
             let rig = try GPURig(registry: registry)
             for id in 1...20 as ClosedRange<UInt32> {
                 _ = try rig.makeResource(id: id, width: 64, height: 64, pixels: pixelPattern(64, 64))
-                uuids.append(try #require(uuid(try rig.driver.assignUUID(id: id))))
+                uuids.append(try #require((try rig.driver.assignUUID(id: id)).resourceUUID))
             }
             try rig.check(rig.driver.setScanout(0, id: 1, rect: VirtioGPUDriver.rect(0, 0, 64, 64)), "scanout")
             #expect(!openFDSet().subtracting(fdsBefore).isEmpty)   // memfds, socket, eventfds
@@ -92,7 +87,7 @@ import SystemSupport
         func cycle(_ n: Int) throws {
             for _ in 0..<n {
                 #expect(try rig.driver.createResource2D(id: 77, width: 32, height: 32).type == OK)
-                #expect(uuid(try rig.driver.assignUUID(id: 77)) != nil)
+                #expect((try rig.driver.assignUUID(id: 77)).resourceUUID != nil)
                 #expect(try rig.driver.unref(id: 77).type == OK)
             }
         }

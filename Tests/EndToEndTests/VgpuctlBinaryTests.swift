@@ -42,14 +42,8 @@ import SystemSupport
         let (frontend, driver, _) = try connectGPU(path: sock)
         var pixels = [UInt8](repeating: 0, count: 8 * 4 * 4)
         for i in stride(from: 0, to: pixels.count, by: 4) { pixels[i] = 0x30; pixels[i + 1] = 0x20; pixels[i + 2] = 0x10 }   // B,G,R
-        let backing = driver.ram.allocate(pixels.count, alignment: 4096)
-        driver.ram.write(pixels, at: backing)
-        #expect(try driver.createResource2D(id: 1, width: 8, height: 4).type == OK)
-        #expect(try driver.attachBacking(id: 1, entries: [(backing, UInt32(pixels.count))]).type == OK)
-        #expect(try driver.transferToHost2D(id: 1, rect: VirtioGPUDriver.rect(0, 0, 8, 4)).type == OK)
-        let uuidResponse = try driver.assignUUID(id: 1)
-        let u = try #require(uuidResponse.load(virtio_gpu_resp_resource_uuid.self))
-        let uuidBytes = withUnsafeBytes(of: u.uuid) { Array($0) }
+        _ = try driver.makeResource(id: 1, width: 8, height: 4, pixels: pixels)
+        let uuidBytes = try #require(try driver.assignUUID(id: 1).resourceUUID)
         let hex = uuidBytes.map { String(format: "%02x", $0) }.joined()
         let uuid = [hex.prefix(8), hex.dropFirst(8).prefix(4), hex.dropFirst(12).prefix(4), hex.dropFirst(16).prefix(4), hex.dropFirst(20)].map(String.init).joined(separator: "-")
 
