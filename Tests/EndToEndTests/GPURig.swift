@@ -60,6 +60,14 @@ final class GPURig {
     }
 
     func check(_ r: VirtioGPUDriver.Response, _ what: String) throws { try driver.check(r, what) }
+
+    /// Waits until head `scanout` shows `pixels` (XRGB, the X byte not compared); false on timeout.
+    func headShows(_ pixels: [UInt8], scanout: UInt32 = 0, timeout: Duration = .seconds(5)) -> Bool {
+        peer.waitFor(timeout: timeout) { s in
+            guard let p = s.framebuffers[scanout]?.pixels, p.count == pixels.count else { return false }
+            return (0..<pixels.count).allSatisfy { $0 % 4 == 3 || p[$0] == pixels[$0] }
+        }
+    }
 }
 
 let OK = VIRTIO_GPU_RESP_OK_NODATA.rawValue

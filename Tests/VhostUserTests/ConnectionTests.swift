@@ -7,24 +7,7 @@ import VirtioCore
 
 /// The server over a real socketpair, driven by the Swift frontend with memfd RAM and eventfds.
 @Suite(.serialized) struct ConnectionTests {
-    /// Everything one test holds; dropping it closes the frontend socket (a disconnect).
-    struct Rig {
-        let device: EchoDevice
-        let served: ServedDevice
-        let f: VhostUserFrontend
-        let ram: GuestRAM
-        let queue: DriverQueue
-    }
-
-    func startedEcho() throws -> Rig {
-        let device = EchoDevice()
-        let served = try ServedDevice(device)
-        let frontend = VhostUserFrontend(socket: served.frontendSocket)
-        let ram = try GuestRAM(size: 1 << 20)
-        let queue = try DriverQueue(ram: ram, size: 64)
-        try frontend.start(ram: ram, queues: [queue])
-        return Rig(device: device, served: served, f: frontend, ram: ram, queue: queue)
-    }
+    func startedEcho() throws -> StartedDevice<EchoDevice> { try StartedDevice(EchoDevice()) }
 
     @Test func featuresOfferTransportAndProtocolBits() throws {
         let served = try ServedDevice(EchoDevice())

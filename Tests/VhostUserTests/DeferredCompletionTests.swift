@@ -47,12 +47,8 @@ final class DeferringDevice: VhostUserDevice {
 
 @Suite(.serialized) struct DeferredCompletionTests {
     @Test func deferredChainsComeBackLaterAndOthersAreNotHeldBehindThem() throws {
-        let device = DeferringDevice()
-        let served = try ServedDevice(device)
-        let f = VhostUserFrontend(socket: served.frontendSocket)
-        let ram = try GuestRAM(size: 1 << 20)
-        let queue = try DriverQueue(ram: ram, size: 64)
-        try f.start(ram: ram, queues: [queue])
+        let started = try StartedDevice(DeferringDevice())
+        let (device, f, ram, queue) = (started.device, started.f, started.ram, started.queue)
         var heads: [UInt8: UInt16] = [:]
         for tag in UInt8(0)..<8 {
             let req = ram.allocate(1), resp = ram.allocate(4)
@@ -79,12 +75,8 @@ final class DeferringDevice: VhostUserDevice {
     }
 
     @Test func chainsFinishedWhileStoppingStillGoBack() throws {
-        let device = DeferringDevice(releaseOnStop: true)
-        let served = try ServedDevice(device)
-        let f = VhostUserFrontend(socket: served.frontendSocket)
-        let ram = try GuestRAM(size: 1 << 20)
-        let queue = try DriverQueue(ram: ram, size: 64)
-        try f.start(ram: ram, queues: [queue])
+        let started = try StartedDevice(DeferringDevice(releaseOnStop: true))
+        let (device, f, ram, queue) = (started.device, started.f, started.ram, started.queue)
         let req = ram.allocate(1), resp = ram.allocate(4)
         ram.write([2], at: req)
         let head = queue.add([.init(req, 1, writable: false), .init(resp, 4, writable: true)])

@@ -1,4 +1,5 @@
 import Foundation
+import FrontendSide
 import VGPUTestSupport
 import Logging
 import Synchronization
@@ -39,4 +40,23 @@ final class EchoDevice: VhostUserDevice {
     }
     func reset() { events.withLock { $0.append("reset") } }
     func disconnected() { events.withLock { $0.append("disconnected") } }
+}
+
+/// A device served on a thread and a frontend that started it with 1 MiB of guest RAM and one
+/// 64-entry queue. Everything one test holds; dropping it closes the frontend socket (a disconnect).
+struct StartedDevice<Device: VhostUserDevice> {
+    let device: Device
+    let served: ServedDevice
+    let f: VhostUserFrontend
+    let ram: GuestRAM
+    let queue: DriverQueue
+
+    init(_ device: Device) throws {
+        self.device = device
+        served = try ServedDevice(device)
+        f = VhostUserFrontend(socket: served.frontendSocket)
+        ram = try GuestRAM(size: 1 << 20)
+        queue = try DriverQueue(ram: ram, size: 64)
+        try f.start(ram: ram, queues: [queue])
+    }
 }
