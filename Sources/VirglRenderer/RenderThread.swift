@@ -1,6 +1,7 @@
 import CShims
 import Dispatch
 import Synchronization
+import SystemSupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -31,20 +32,7 @@ final class RenderThread: Sendable {
     private let threadID = Atomic<UInt>(0)
 
     init(name: String) {
-        final class Start: @unchecked Sendable {   // handed to the new thread exactly once
-            let thread: RenderThread, name: String
-            init(_ t: RenderThread, _ n: String) { thread = t; name = n }
-        }
-        let start = Unmanaged.passRetained(Start(self, name)).toOpaque()
-        var handle = pthread_t()
-        let rc = pthread_create(&handle, nil, { arg in
-            let start = Unmanaged<Start>.fromOpaque(arg!).takeRetainedValue()
-            vgpu_set_thread_name(start.name)
-            start.thread.loop()
-            return nil
-        }, start)
-        precondition(rc == 0, "pthread_create failed: \(rc)")   // resource exhaustion, not guest input
-        pthread_detach(handle)
+        startThread(name: name) { [self] in loop() }
     }
 
     /// True on the render thread itself (where waiting for a job would deadlock).

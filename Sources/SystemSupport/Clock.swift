@@ -1,0 +1,12 @@
+// The one clock for deadlines: seconds on CLOCK_MONOTONIC as a Double (`monotonicSeconds() + 2`).
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Seconds on the monotonic clock (deadlines, bounded waits).
+public func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
