@@ -61,10 +61,7 @@ public enum WaitOutcome: Equatable {
 /// Waits until `fd` has `events`, the wake channel is signalled, or `deadline` passes
 /// (nil: no deadline). EINTR is retried with the remaining time.
 public func waitFor(_ fd: Int32, events: Int16, wake: Int32, deadline: ContinuousClock.Instant?) -> WaitOutcome {
-    let until = deadline.map { d -> Double in
-        let (s, atto) = (d - ContinuousClock.now).components
-        return monotonicSeconds() + Double(s) + Double(atto) / 1e18
-    }
+    let until = deadline.map { monotonicSeconds() + ($0 - ContinuousClock.now).inSeconds }
     while true {
         if let until, monotonicSeconds() >= until { return .timedOut }
         guard let revents = try? Poll.wait([(fd, events), (wake, Int16(POLLIN))], until: until) else {

@@ -89,6 +89,16 @@ public enum UnixSocket {
         return (n, fds)
     }
 
+    /// `receiveSome` into a new array of at most `maxBytes` bytes (empty: end of stream).
+    public static func receiveSome(_ fd: Int32, maxBytes: Int, maxFDs: Int = maxFDsPerReceive) throws(SocketReceiveError) -> (bytes: [UInt8], fds: [OwnedFileDescriptor]) {
+        var bytes = [UInt8](repeating: 0, count: maxBytes)
+        let got = try bytes.withUnsafeMutableBytes { b in
+            Result { () throws(SocketReceiveError) in try receiveSome(fd, into: b, maxFDs: maxFDs) }
+        }.get()
+        bytes.removeLast(maxBytes - got.count)
+        return (bytes, got.fds)
+    }
+
     /// Reads exactly `count` bytes; collects fds that arrive with them. Returns nil on EOF at a
     /// message boundary (`count` bytes not started).
     public static func receive(_ fd: Int32, count: Int, fds: inout [OwnedFileDescriptor]) throws(Errno) -> [UInt8]? {
