@@ -8,19 +8,28 @@ import Glibc
 #endif
 
 public enum Poll {
-    /// Polls `fds` until one has events or `deadline` (`monotonicSeconds()`; nil: no deadline)
-    /// passes. Returns each fd's revents, all zero on timeout; a deadline already past polls
-    /// once without waiting. EINTR is retried with the remaining time.
-    public static func wait(_ fds: [(fd: Int32, events: Int16)], until deadline: Double?) throws(Errno) -> [Int16] {
-        var polled = fds.map { pollfd(fd: $0.fd, events: $0.events, revents: 0) }
+    /// Polls `fds` (revents cleared first) until one has events or `deadline`
+    /// (`monotonicSeconds()`; nil: no deadline) passes. Returns how many have events, 0 on
+    /// timeout; a deadline already past polls once without waiting. EINTR is retried with the
+    /// remaining time. For loops that keep their pollfd array.
+    @discardableResult
+    public static func wait(_ fds: inout [pollfd], until deadline: Double?) throws(Errno) -> Int {
+        for i in fds.indices { fds[i].revents = 0 }
         while true {
             let ms = timeoutMilliseconds(until: deadline)
-            let n = poll(&polled, nfds_t(polled.count), ms)
-            if n >= 0 { return polled.map(\.revents) }
+            let n = poll(&fds, nfds_t(fds.count), ms)
+            if n >= 0 { return Int(n) }
             let e = currentErrno()
             if e != .interrupted { throw e }
-            if ms == 0 { return polled.map { _ in 0 } }
+            if ms == 0 { return 0 }
         }
+    }
+
+    /// `wait` for a list of (fd, events); returns each fd's revents, all zero on timeout.
+    public static func wait(_ fds: [(fd: Int32, events: Int16)], until deadline: Double?) throws(Errno) -> [Int16] {
+        var polled = fds.map { pollfd(fd: $0.fd, events: $0.events, revents: 0) }
+        try wait(&polled, until: deadline)
+        return polled.map(\.revents)
     }
 
     /// Waits until `fd` has `events`; false on timeout. `timeout` in seconds, nil: no limit.

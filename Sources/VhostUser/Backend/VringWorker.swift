@@ -5,6 +5,7 @@ import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemPackage
 import SystemSupport
 
 /// Publishes the current guest memory map to queue workers. Replaced whole, never edited.
@@ -114,9 +115,10 @@ final class VringWorker: Sendable {
         var pendingWork = true
         while !stopRequested.load(ordering: .acquiring) {
             if !pendingWork {
-                fds[0].revents = 0; fds[1].revents = 0
-                let r = poll(&fds, 2, -1)
-                if r < 0 { if errno == EINTR { continue }; log.logger.error("vq\(index): poll failed, errno \(errno)"); return }
+                do throws(Errno) { try Poll.wait(&fds, until: nil) } catch {
+                    log.logger.error("vq\(index): poll failed, errno \(error.rawValue)")
+                    return
+                }
                 if fds[1].revents != 0 { EventFD.drain(wake.rawValue) }
                 if fds[0].revents & Int16(POLLIN) != 0 { EventFD.drain(kick.rawValue) }
                 if fds[0].revents & Int16(POLLHUP | POLLERR | POLLNVAL) != 0 { return }
