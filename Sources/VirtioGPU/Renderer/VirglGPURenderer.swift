@@ -482,8 +482,8 @@ public final class VirglGPURenderer: GPURenderer3D {
     }
 
     public func drainFences(timeout: Double) {
-        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(max(0, timeout) * 1e9)
-        while fences.pendingCount > 0, DispatchTime.now().uptimeNanoseconds < deadline { usleep(1000) }
+        let deadline = monotonicSeconds() + max(0, timeout)
+        while fences.pendingCount > 0, monotonicSeconds() < deadline { usleep(1000) }
     }
 
     public func createFence(_ fenceID: UInt64, context: UInt32, completed: @escaping @Sendable () -> Void) throws(GPUFailure) {
