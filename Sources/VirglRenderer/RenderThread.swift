@@ -27,12 +27,17 @@ final class RenderThread: Sendable {
     private let queue = Mutex(JobQueue())
     /// One signal per queued job, plus one for stop.
     private let wakeup = DispatchSemaphore(value: 0)
-    private let exited = DispatchSemaphore(value: 0)
+    /// The thread, joined by `stop`. It holds this object until `loop` returns.
+    private let thread = Mutex<WorkerThread?>(nil)
     /// `pthread_self()` of the thread, 0 until it runs (pthread_t is never 0 on glibc).
     private let threadID = Atomic<UInt>(0)
 
     init(name: String) {
-        startThread(name: name) { [self] in loop() }
+        let worker: WorkerThread
+        do { worker = try WorkerThread(name: name) { [self] _ in loop() } } catch {
+            preconditionFailure("cannot start \(name): \(error)")   // resource exhaustion, not guest input
+        }
+        thread.withLock { $0 = worker }
     }
 
     /// True on the render thread itself (where waiting for a job would deadlock).
@@ -64,7 +69,7 @@ final class RenderThread: Sendable {
         guard first else { return }
         if lastJob != nil { wakeup.signal() }
         wakeup.signal()
-        if !isCurrent { exited.wait() }
+        if !isCurrent { thread.withLock { $0 }?.join() }
     }
 
     private func loop() {
@@ -78,7 +83,6 @@ final class RenderThread: Sendable {
             if let job = next.job { job() }
             if next.stop { break }
         }
-        exited.signal()
     }
 }
 

@@ -58,7 +58,8 @@ final class VringWorker: Sendable {
     private let call: Mutex<OwnedFileDescriptor?>
     private let enabled: Atomic<Bool>
     private let stopRequested = Atomic<Bool>(false)
-    private let finished = DispatchSemaphore(value: 0)
+    /// The thread, joined by `stop`. It holds this object until `run` returns.
+    private let thread = Mutex<WorkerThread?>(nil)
     /// The avail index reached, valid once the thread has finished.
     private let finalAvail = Atomic<UInt16>(0)
     let completions: QueueCompletions
@@ -77,9 +78,10 @@ final class VringWorker: Sendable {
         finalAvail.store(queue.nextAvail, ordering: .relaxed)
         let box = QueueBox(queue)
         device.queueStarted(index, completions: completions)
-        startThread(name: "vgpu-vq\(index)") { [self] in
+        let worker = try WorkerThread(name: "vgpu-vq\(index)") { [self] _ in
             run(box.queue, memory: memory, device: device, log: log)
         }
+        thread.withLock { $0 = worker }
     }
 
     func setCall(_ fd: OwnedFileDescriptor?) { call.withLock { $0 = fd } }
@@ -93,7 +95,7 @@ final class VringWorker: Sendable {
     func stop() -> UInt16 {
         stopRequested.store(true, ordering: .releasing)
         EventFD.signal(wake.rawValue)
-        finished.wait()
+        thread.withLock { $0 }?.join()
         completions.close()
         return finalAvail.load(ordering: .acquiring)
     }
@@ -104,7 +106,6 @@ final class VringWorker: Sendable {
             // fenced command completed before GET_VRING_BASE is not lost.
             if enabled.load(ordering: .acquiring) { returnDeferred(queue) }
             finalAvail.store(queue.nextAvail, ordering: .releasing)
-            finished.signal()
         }
         var generation = memory.current.generation
         var chain = DescriptorChain()
