@@ -141,6 +141,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         // Helpers shared by the test targets (fd and memory leak checks).
         .target(name: "VGPUTestSupport", path: "Tests/VGPUTestSupport", swiftSettings: swiftSettings),
+        // The bottom layer on its own: fd passing (MSG_CTRUNC), WorkerThread, bounded polls.
         .testTarget(name: "SystemSupportTests", dependencies: ["SystemSupport", "VGPUTestSupport", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: swiftSettings),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "CShims"], swiftSettings: swiftSettings),
         .testTarget(name: "VhostUserTests", dependencies: ["VGPUTestSupport", "SystemSupport", "VhostUser", "FrontendSide", "VirtioCore", "CShims", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
