@@ -47,7 +47,7 @@ public final class WorkerThread: Sendable {
 /// the process). Failing to make a thread is resource exhaustion, not guest input: it traps.
 public func startThread(name: String, _ body: @escaping @Sendable () -> Void) {
     do throws(Errno) { pthread_detach(try spawnThread(name: name, body)) } catch {
-        preconditionFailure("pthread_create failed: \(error)")
+        preconditionFailure("cannot start a thread: \(error)")
     }
 }
 
@@ -56,7 +56,7 @@ public func startThread(name: String, _ body: @escaping @Sendable () -> Void) {
 public func runOnThreadsAndJoin(name: String, count: Int, _ body: @escaping @Sendable (Int) -> Void) {
     let threads = (0..<count).map { i -> WorkerThread in
         do throws(Errno) { return try WorkerThread(name: "\(name)-\(i)") { _ in body(i) } } catch {
-            preconditionFailure("pthread_create failed: \(error)")
+            preconditionFailure("cannot start a thread: \(error)")
         }
     }
     for thread in threads { thread.join() }
@@ -68,7 +68,7 @@ public func startThread(_ body: @escaping @Sendable () -> Void) throws(Errno) ->
     try spawnThread(name: nil, body)
 }
 
-/// The one `pthread_create`: a joinable thread running `body`, named `name` when given.
+/// The one place a thread is created: a joinable thread running `body`, named `name` when given.
 private func spawnThread(name: String?, _ body: @escaping @Sendable () -> Void) throws(Errno) -> pthread_t {
     final class Start: @unchecked Sendable {   // handed to the new thread exactly once
         let body: @Sendable () -> Void, name: String?
