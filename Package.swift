@@ -115,7 +115,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-fuzz", dependencies: ["VGPUFuzz"], swiftSettings: swiftSettings),
         // Boots real guests under QEMU: initramfs, QMP, serial log, screendumps.
-        .target(name: "QEMUHarness", dependencies: [], path: "Tests/QEMUHarness", swiftSettings: swiftSettings),
+        .target(name: "QEMUHarness", dependencies: ["SystemSupport"], path: "Tests/QEMUHarness", swiftSettings: swiftSettings),
         // Runs inside test guests: drives the guest kernel's virtio-gpu driver (DRM uapi through CGuestDRM).
         // Built static for the initramfs: swift build -c release --static-swift-stdlib --product vgpu-guest-test
         .target(name: "CGuestDRM"),
@@ -141,6 +141,8 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         // Helpers shared by the test targets (fd and memory leak checks).
         .target(name: "VGPUTestSupport", path: "Tests/VGPUTestSupport", swiftSettings: swiftSettings),
+        // The bottom layer on its own: fd passing (MSG_CTRUNC), WorkerThread, bounded polls.
+        .testTarget(name: "SystemSupportTests", dependencies: ["SystemSupport", "VGPUTestSupport", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: swiftSettings),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "CShims"], swiftSettings: swiftSettings),
         .testTarget(name: "VhostUserTests", dependencies: ["VGPUTestSupport", "SystemSupport", "VhostUser", "FrontendSide", "VirtioCore", "CShims", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .testTarget(name: "DisplayChannelTests", dependencies: ["DisplayChannel", "FrontendSide", "SystemSupport", "CShims", "VGPUTestSupport", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: swiftSettings),
@@ -150,9 +152,9 @@ let package = Package(
             "ImportDevice", "VGPUResolve", "CImportWire",
         ], swiftSettings: swiftSettings),
         .testTarget(name: "HostBuffersTests", dependencies: ["HostBuffers", "SystemSupport", "VGPUTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "ControlTests", dependencies: ["ControlProtocol", "ControlServer", "SystemSupport", "VirtioGPU"], swiftSettings: swiftSettings),
+        .testTarget(name: "ControlTests", dependencies: ["ControlProtocol", "ControlServer", "SystemSupport", "VirtioGPU", "VGPUTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "VirglRendererTests", dependencies: ["VirglRenderer", "SystemSupport", "VGPUTestSupport"], swiftSettings: swiftSettings),
         // Slow: boots QEMU. Run on its own, serialized (scripts/test).
-        .testTarget(name: "QEMUTests", dependencies: ["QEMUHarness"], swiftSettings: swiftSettings),
+        .testTarget(name: "QEMUTests", dependencies: ["QEMUHarness", "SystemSupport"], swiftSettings: swiftSettings),
     ]
 )
