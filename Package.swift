@@ -115,7 +115,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-fuzz", dependencies: ["VGPUFuzz"], swiftSettings: swiftSettings),
         // Boots real guests under QEMU: initramfs, QMP, serial log, screendumps.
-        .target(name: "QEMUHarness", dependencies: [], path: "Tests/QEMUHarness", swiftSettings: swiftSettings),
+        .target(name: "QEMUHarness", dependencies: ["SystemSupport"], path: "Tests/QEMUHarness", swiftSettings: swiftSettings),
         // Runs inside test guests: drives the guest kernel's virtio-gpu driver (DRM uapi through CGuestDRM).
         // Built static for the initramfs: swift build -c release --static-swift-stdlib --product vgpu-guest-test
         .target(name: "CGuestDRM"),
@@ -139,12 +139,14 @@ let package = Package(
             "FrontendSide", "SystemSupport", "VhostUser", "DisplayChannel", "CShims", "VGPUResolve", "CImportWire",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
-        // Every helper the test targets share, once: leak checks, guest-RAM mappings, pixel patterns,
-        // seeded randomness, a device served on a thread, running product binaries.
+        // Every helper the test targets share, once: leak checks, fd passing, guest-RAM mappings,
+        // pixel patterns, seeded randomness, a device served on a thread, running product binaries.
         .target(name: "VGPUTestSupport", dependencies: [
             "CShims", "SystemSupport", "VirtioCore", "VhostUser", "FrontendSide", "DisplayChannel",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/VGPUTestSupport", swiftSettings: swiftSettings),
+        // The bottom layer on its own: fd passing (MSG_CTRUNC), WorkerThread, bounded polls.
+        .testTarget(name: "SystemSupportTests", dependencies: ["SystemSupport", "VGPUTestSupport", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: swiftSettings),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VGPUTestSupport", "VirtioCore", "CShims"], swiftSettings: swiftSettings),
         .testTarget(name: "VhostUserTests", dependencies: ["VGPUTestSupport", "SystemSupport", "VhostUser", "FrontendSide", "VirtioCore", "CShims", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .testTarget(name: "DisplayChannelTests", dependencies: ["DisplayChannel", "FrontendSide", "SystemSupport", "CShims", "VGPUTestSupport", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: swiftSettings),
@@ -154,9 +156,9 @@ let package = Package(
             "ImportDevice", "VGPUResolve", "CImportWire",
         ], swiftSettings: swiftSettings),
         .testTarget(name: "HostBuffersTests", dependencies: ["HostBuffers", "SystemSupport", "VGPUTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "ControlTests", dependencies: ["ControlProtocol", "ControlServer", "SystemSupport", "VirtioGPU"], swiftSettings: swiftSettings),
+        .testTarget(name: "ControlTests", dependencies: ["ControlProtocol", "ControlServer", "SystemSupport", "VirtioGPU", "VGPUTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "VirglRendererTests", dependencies: ["VirglRenderer", "SystemSupport", "VGPUTestSupport"], swiftSettings: swiftSettings),
         // Slow: boots QEMU. Run on its own, serialized (scripts/test).
-        .testTarget(name: "QEMUTests", dependencies: ["QEMUHarness"], swiftSettings: swiftSettings),
+        .testTarget(name: "QEMUTests", dependencies: ["QEMUHarness", "SystemSupport"], swiftSettings: swiftSettings),
     ]
 )

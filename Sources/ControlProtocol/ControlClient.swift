@@ -98,20 +98,17 @@ public final class ControlClient {
                     throw .protocolError("unreadable reply from \(path): \(String(decoding: line.prefix(200), as: UTF8.self))")
                 }
             }
-            if let timeout {
-                var p = pollfd(fd: socket.rawValue, events: Int16(POLLIN), revents: 0)
-                if poll(&p, 1, Int32(timeout * 1000)) == 0 { throw .protocolError("no reply within \(timeout) s") }
+            // A failed poll falls through: the receive reports the error.
+            if let timeout, (try? Poll.wait(socket.rawValue, events: Int16(POLLIN), timeout: timeout)) == false {
+                throw .protocolError("no reply within \(timeout) s")
             }
-            var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-            var raw = [Int32](repeating: -1, count: 8)
-            var nfds: Int32 = 0, truncated: Int32 = 0
-            let n = chunk.withUnsafeMutableBytes { b in
-                raw.withUnsafeMutableBufferPointer { r in vgpu_recvmsg_fds(socket.rawValue, b.baseAddress, b.count, r.baseAddress, 8, &nfds, &truncated) }
+            let received: (bytes: [UInt8], fds: [OwnedFileDescriptor])
+            do { received = try UnixSocket.receiveSome(socket.rawValue, maxBytes: 64 * 1024, maxFDs: 8) } catch {
+                throw .protocolError("receive from \(path): \(error)")
             }
-            for i in 0..<Int(nfds) { receivedFDs.append(OwnedFileDescriptor(raw[i])) }
-            if n < 0 { throw .protocolError("receive from \(path): \(String(cString: strerror(errno)))") }
-            if n == 0 { throw .protocolError("connection closed") }
-            buffer.append(contentsOf: chunk[0..<n])
+            receivedFDs += received.fds
+            if received.bytes.isEmpty { throw .protocolError("connection closed") }
+            buffer += received.bytes
         }
     }
 }

@@ -7,6 +7,7 @@ import VirtioGPU
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemPackage
 import SystemSupport
 
 /// The backend's control socket: one thread, poll(2) over the listener and every client. Reads
@@ -112,9 +113,10 @@ public final class ControlServer: Sendable {
                 fds.append(pollfd(fd: c.socket.rawValue, events: Int16(POLLIN), revents: 0))
                 fds.append(pollfd(fd: c.subscription?.wakeFD.rawValue ?? -1, events: Int16(POLLIN), revents: 0))
             }
-            let n = poll(&fds, nfds_t(fds.count), Int32(min(1000, max(50, partialLineTimeout * 500))))
-            if n < 0 && errno != EINTR {
-                logger.error("control socket: poll failed: errno \(errno)")
+            do throws(Errno) {
+                try Poll.wait(&fds, until: monotonicSeconds() + min(1, max(0.05, partialLineTimeout / 2)))
+            } catch {
+                logger.error("control socket: poll failed: errno \(error.rawValue)")
                 return
             }
             if fds[0].revents != 0 {
@@ -199,9 +201,14 @@ public final class ControlServer: Sendable {
     }
 
     private func readFrom(_ c: Client, _ chunk: inout [UInt8]) {
-        let n = chunk.withUnsafeMutableBytes { recv(c.socket.rawValue, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-        if n < 0 {
-            if errno == EAGAIN || errno == EINTR { return }
+        let received = chunk.withUnsafeMutableBytes { b in
+            Result { () throws(Errno) in try retryingEINTR { recv(c.socket.rawValue, b.baseAddress, b.count, Int32(MSG_DONTWAIT)) } }
+        }
+        let n: Int
+        switch received {
+        case let .success(count): n = count
+        case .failure(.wouldBlock): return
+        case .failure:
             close(c)
             return
         }

@@ -205,10 +205,10 @@ public final class DisplayChannelPeer: Sendable {
     /// Polls until `condition` holds (true) or `timeout` passes (false).
     @discardableResult
     public func waitFor(timeout: Duration, _ condition: (DisplayPeerState) -> Bool) -> Bool {
-        let deadline = ContinuousClock.now + timeout
+        let deadline = monotonicSeconds() + timeout.inSeconds
         while true {
             if core.shared.withLock({ condition($0) }) { return true }
-            if ContinuousClock.now >= deadline { return false }
+            if monotonicSeconds() >= deadline { return false }
             usleep(500)
         }
     }
@@ -217,13 +217,13 @@ public final class DisplayChannelPeer: Sendable {
     /// display: the backend's sends fill the socket buffer and its reply waits get nothing.
     public func stall() {
         core.stalled.store(true, ordering: .releasing)
-        core.wake.signal()
+        EventFD.signal(core.wake.rawValue)
     }
 
     /// Reads again after `stall()`.
     public func unstall() {
         core.stalled.store(false, ordering: .releasing)
-        core.wake.signal()
+        EventFD.signal(core.wake.rawValue)
     }
 
     /// How the peer answers DMABUF_UPDATE from now on.
@@ -269,12 +269,13 @@ public final class DisplayChannelPeer: Sendable {
 /// dropping the last `DisplayChannelPeer` reference stops the thread.
 final class PeerCore: Sendable {
     let socket: Int32
-    let wake: WakeChannel
+    /// An eventfd: stop, stall and unstall wake the reader.
+    let wake: OwnedFileDescriptor
     let configuration: DisplayChannelPeer.Configuration
     let shared: Mutex<DisplayPeerState>
     let stalled = Atomic<Bool>(false)
     let stopping = Atomic<Bool>(false)
-    let thread: Mutex<pthread_t?>
+    let thread: Mutex<WorkerThread?>
     let sendLock = Mutex<Bool>(true)
     /// DMABUF_UPDATE reply mode and the replies held back in `.hold`.
     let dmabufReplies: Mutex<(mode: DisplayChannelPeer.DMABUFUpdateReplies, held: Int)>
@@ -286,7 +287,7 @@ final class PeerCore: Sendable {
         self.thread = Mutex(nil)
         self.dmabufReplies = Mutex((configuration.replyToDMABUFUpdate ? .answer : .drop, 0))
         do throws(Errno) {
-            self.wake = try WakeChannel.make()
+            self.wake = try EventFD.make()
         } catch {
             try? socket.close()
             throw error
@@ -295,11 +296,10 @@ final class PeerCore: Sendable {
 
     deinit {
         close()
-        wake.close()
     }
 
     func start() throws(Errno) {
-        let t = try startThread { [self] in self.readLoop() }
+        let t = try WorkerThread(name: "display-peer") { [self] _ in self.readLoop() }
         thread.withLock { $0 = t }
     }
 
@@ -308,10 +308,8 @@ final class PeerCore: Sendable {
             return
         }
         _ = Glibc.shutdown(socket, Int32(SHUT_RDWR))
-        wake.signal()
-        if let t = thread.withLock({ t -> pthread_t? in defer { t = nil }; return t }) {
-            pthread_join(t, nil)
-        }
+        EventFD.signal(wake.rawValue)
+        thread.withLock { t -> WorkerThread? in defer { t = nil }; return t }?.join()
         sendLock.withLock { open in
             open = false
             _ = Glibc.close(socket)
@@ -370,7 +368,6 @@ final class PeerCore: Sendable {
         let capacity = max(4096, configuration.readChunkSize)
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 16)
         defer { buffer.deallocate() }
-        var fds = [Int32](repeating: -1, count: 16)
         // Fds received and the stream offset where the recv that brought them ended. The kernel
         // glues fd-less bytes in front of an fd-carrying message into one recv (never after it),
         // so an fd belongs to the last message that starts before that offset.
@@ -381,30 +378,36 @@ final class PeerCore: Sendable {
 
         while !stopping.load(ordering: .acquiring) {
             if stalled.load(ordering: .acquiring) {
-                _ = waitFor(wake.readFD, events: Int16(POLLIN), wake: wake.readFD, deadline: nil)
-                wake.drain()
+                _ = EventFD.wait(wake.rawValue, until: nil)
+                EventFD.drain(wake.rawValue)
                 continue
             }
-            switch waitFor(socket, events: Int16(POLLIN), wake: wake.readFD, deadline: nil) {
-            case .interrupted:
-                wake.drain()
+            // A failed poll falls through: the receive reports the error.
+            if let revents = try? Poll.wait([(socket, Int16(POLLIN)), (wake.rawValue, Int16(POLLIN))], until: nil),
+               revents[1] != 0 {
+                EventFD.drain(wake.rawValue)
                 continue
-            case .ready, .timedOut:
-                break
             }
-            var nfds: Int32 = 0
-            var truncated: Int32 = 0
-            let n = fds.withUnsafeMutableBufferPointer { f in
-                vgpu_recvmsg_fds(socket, buffer, capacity, f.baseAddress, Int32(f.count), &nfds, &truncated)
+            let received: (count: Int, fds: [OwnedFileDescriptor])
+            do {
+                received = try UnixSocket.receiveSome(socket, into: UnsafeMutableRawBufferPointer(start: buffer, count: capacity))
+            } catch .system(.wouldBlock) {
+                continue
+            } catch {
+                shared.withLock {
+                    if case .controlDataTruncated = error { $0.errors.append("receive: \(error)") }
+                    $0.disconnected = true
+                }
+                return
             }
-            if n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) {
+            let n = received.count
+            if n == 0 {
                 shared.withLock { $0.disconnected = true }
                 return
             }
-            if n < 0 { continue }
             streamEnd += n
-            for fd in fds[0..<Int(nfds)] { pendingFDs.append((fd, streamEnd)) }
-            shared.withLock { $0.bytesReceived += n; $0.fdsReceived += Int(nfds) }
+            for fd in received.fds { pendingFDs.append((fd.release(), streamEnd)) }
+            shared.withLock { $0.bytesReceived += n; $0.fdsReceived += received.fds.count }
             var messages: [DisplayMessage] = []
             do {
                 try decoder.feed(UnsafeRawBufferPointer(start: buffer, count: n)) { messages.append($0) }
@@ -596,19 +599,16 @@ final class PeerCore: Sendable {
             guard open else { return }
             var off = 0
             while off < bytes.count {
-                let n = bytes.withUnsafeBytes {
-                    Glibc.send(socket, $0.baseAddress! + off, $0.count - off, Int32(MSG_NOSIGNAL))
+                let sent = bytes.withUnsafeBytes { b in
+                    Result { () throws(Errno) in try retryingEINTR { Glibc.send(socket, b.baseAddress! + off, b.count - off, Int32(MSG_NOSIGNAL)) } }
                 }
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    if errno == EAGAIN {
-                        _ = waitFor(socket, events: Int16(POLLOUT), wake: -1, deadline: ContinuousClock.now + .seconds(1))
-                        continue
-                    }
+                switch sent {
+                case let .success(n): off += n
+                case .failure(.wouldBlock): _ = try? Poll.wait(socket, events: Int16(POLLOUT), timeout: 1)
+                case .failure:
                     shared.withLock { $0.disconnected = true }
                     return
                 }
-                off += n
             }
         }
     }

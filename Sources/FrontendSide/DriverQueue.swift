@@ -138,10 +138,8 @@ public final class DriverQueue {
         var got: [(head: UInt16, length: UInt32)] = collectUsed()
         let deadline = monotonicSeconds() + timeout
         while got.count < count {
-            let left = deadline - monotonicSeconds()
-            if left <= 0 { break }
-            var p = pollfd(fd: call.rawValue, events: Int16(POLLIN), revents: 0)
-            _ = poll(&p, 1, Int32(min(left, 0.05) * 1000) + 1)
+            if monotonicSeconds() >= deadline { break }
+            _ = EventFD.wait(call.rawValue, until: min(deadline, monotonicSeconds() + 0.05))
             EventFD.drain(call.rawValue)
             requestInterrupt()
             got += collectUsed()

@@ -1,5 +1,6 @@
 import CShims
 import SystemPackage
+import SystemSupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -66,9 +67,10 @@ public final class HostBuffer: @unchecked Sendable {
         guard size > 0 else { throw HostBufferError("memfd of \(size) bytes") }
         let fd = vgpu_memfd_create(name, UInt32(MFD_CLOEXEC | MFD_ALLOW_SEALING))
         guard fd >= 0 else { throw .call("memfd_create") }
-        var rc: Int32
-        repeat { rc = ftruncate(fd, off_t(size)) } while rc < 0 && errno == EINTR
-        guard rc == 0 else { let e = HostBufferError.call("ftruncate memfd to \(size)"); close(fd); throw e }
+        do throws(Errno) { _ = try retryingEINTR { ftruncate(fd, off_t(size)) } } catch {
+            close(fd)
+            throw .call("ftruncate memfd to \(size)", error.rawValue)
+        }
         return try HostBuffer(kind: .memfd, fd: fd, size: size, map: true)
     }
 

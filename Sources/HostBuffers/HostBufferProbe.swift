@@ -1,5 +1,6 @@
 import CShims
 import SystemPackage
+import SystemSupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -108,11 +109,11 @@ public enum HostBufferProbe {
         let memfd = try sealedMemfd(size: size)
         // The seals hold: growing is refused.
         if ftruncate(memfd.rawValue, off_t(size * 2)) == 0 { throw .failed("ftruncate past F_SEAL_GROW (succeeded)", .notPermitted) }
-        let map = try Mapping(fd: memfd.rawValue, length: size, writable: true, step: "mmap memfd")
+        let map = try mapShared(memfd, length: size, writable: true, step: "mmap memfd")
         writePattern(map.base, size, seed: 0x5a)
         // Re-opened (a new open file description, read-only), as vgpuctl export hands it out.
         let reopened = try ownedFD("open /proc/self/fd/\(memfd.rawValue)") { open("/proc/self/fd/\(memfd.rawValue)", O_RDONLY | O_CLOEXEC) }
-        let again = try Mapping(fd: reopened.rawValue, length: size, writable: false, step: "mmap re-opened memfd")
+        let again = try mapShared(reopened, length: size, writable: false, step: "mmap re-opened memfd")
         guard checkPattern(again.base, size, seed: 0x5a) else { throw .failed("compare re-mapped memfd", .ioError) }
         return "sealed (shrink, grow), \(size / 1024) KiB mapped, written, re-opened read-only and compared"
     }
@@ -122,7 +123,7 @@ public enum HostBufferProbe {
         let dev = try openDevice(path, O_RDWR | O_CLOEXEC)
         let size = probeSize
         let memfd = try sealedMemfd(size: size)
-        let memMap = try Mapping(fd: memfd.rawValue, length: size, writable: true, step: "mmap memfd")
+        let memMap = try mapShared(memfd, length: size, writable: true, step: "mmap memfd")
         writePattern(memMap.base, size, seed: 0x33)
         var create = udmabuf_create()
         create.memfd = UInt32(memfd.rawValue)
@@ -131,7 +132,7 @@ public enum HostBufferProbe {
         create.size = UInt64(size)
         let dmabuf = try ownedFD("UDMABUF_CREATE") { vgpu_ioctl_ptr(dev.rawValue, vgpu_UDMABUF_CREATE(), &create) }
         try setName(dmabuf)
-        let bufMap = try Mapping(fd: dmabuf.rawValue, length: size, writable: true, step: "mmap udmabuf")
+        let bufMap = try mapShared(dmabuf, length: size, writable: true, step: "mmap udmabuf")
         try sync(dmabuf, vgpu_DMA_BUF_SYNC_START_RW())
         let same = checkPattern(bufMap.base, size, seed: 0x33)
         writePattern(bufMap.base, size, seed: 0x44)
@@ -150,7 +151,7 @@ public enum HostBufferProbe {
         alloc.fd_flags = vgpu_dmabuf_fd_flags()
         alloc.heap_flags = 0
         _ = try check("DMA_HEAP_IOCTL_ALLOC") { vgpu_ioctl_ptr(heap.rawValue, vgpu_DMA_HEAP_IOCTL_ALLOC(), &alloc) }
-        let dmabuf = OwnedFD(Int32(bitPattern: alloc.fd))
+        let dmabuf = OwnedFileDescriptor(Int32(bitPattern: alloc.fd))
         try setName(dmabuf)
         try writeAndCompare(dmabuf, size: size, seed: 0x71, what: "heap dmabuf")
         return "\(path): \(size / 1024) KiB dmabuf, named \(dmabufName), written and re-mapped with DMA_BUF_IOCTL_SYNC, compared"
@@ -175,7 +176,7 @@ public enum HostBufferProbe {
                 refusals.append(error.message)
                 continue
             }
-            let dmabuf = OwnedFD(vgpu_fcntl_int(buffer.fd, F_DUPFD_CLOEXEC, 0))
+            let dmabuf = OwnedFileDescriptor(vgpu_fcntl_int(buffer.fd, F_DUPFD_CLOEXEC, 0))
             try setName(dmabuf)
             try writeAndCompare(dmabuf, size: buffer.size, seed: 0x19, what: "\(path) dumb dmabuf")
             return "\(path): dumb buffer of \(buffer.size / 1024) KiB, PRIME dmabuf named \(dmabufName), written and re-mapped with DMA_BUF_IOCTL_SYNC, compared"
@@ -190,50 +191,30 @@ public enum HostBufferProbe {
         case failed(String, Errno)
     }
 
-    /// An fd closed at deinit.
-    final class OwnedFD {
-        let rawValue: Int32
-        init(_ raw: Int32) { rawValue = raw }
-        deinit { if rawValue >= 0 { _ = close(rawValue) } }
-    }
-
-    /// A shared mapping, unmapped at deinit.
-    final class Mapping {
-        let base: UnsafeMutableRawPointer
-        let length: Int
-        init(fd: Int32, length: Int, writable: Bool, step: String) throws(ProbeStop) {
-            let prot = PROT_READ | (writable ? PROT_WRITE : 0)
-            guard let p = mmap(nil, length, prot, MAP_SHARED, fd, 0), p != MAP_FAILED else {
-                throw .failed(step, Errno(rawValue: errno))
-            }
-            base = p
-            self.length = length
+    /// Maps `fd` shared; a failure stops the probe at `step`.
+    static func mapShared(_ fd: OwnedFileDescriptor, length: Int, writable: Bool, step: String) throws(ProbeStop) -> SharedFileMapping {
+        do throws(Errno) { return try SharedFileMapping(file: fd, length: length, writable: writable) } catch {
+            throw .failed(step, error)
         }
-        deinit { munmap(base, length) }
     }
 
     /// Runs a call that returns -1 and sets errno on failure, retrying EINTR.
     static func check(_ step: String, _ body: () -> Int32) throws(ProbeStop) -> Int32 {
-        while true {
-            let r = body()
-            if r >= 0 { return r }
-            let e = Errno(rawValue: errno)
-            if e != .interrupted { throw .failed(step, e) }
-        }
+        do throws(Errno) { return try retryingEINTR(body) } catch { throw .failed(step, error) }
     }
 
-    static func ownedFD(_ step: String, _ body: () -> Int32) throws(ProbeStop) -> OwnedFD {
-        OwnedFD(try check(step, body))
+    static func ownedFD(_ step: String, _ body: () -> Int32) throws(ProbeStop) -> OwnedFileDescriptor {
+        OwnedFileDescriptor(try check(step, body))
     }
 
     /// Opens a device node; a missing or refused node means the kind is unavailable here.
-    static func openDevice(_ path: String, _ flags: Int32) throws(ProbeStop) -> OwnedFD {
+    static func openDevice(_ path: String, _ flags: Int32) throws(ProbeStop) -> OwnedFileDescriptor {
         let fd = open(path, flags)
         guard fd >= 0 else { throw .unavailable("\(path): \(Errno(rawValue: errno))") }
-        return OwnedFD(fd)
+        return OwnedFileDescriptor(fd)
     }
 
-    static func sealedMemfd(size: Int) throws(ProbeStop) -> OwnedFD {
+    static func sealedMemfd(size: Int) throws(ProbeStop) -> OwnedFileDescriptor {
         let memfd = try ownedFD("memfd_create") { vgpu_memfd_create("vgpu:check", UInt32(MFD_CLOEXEC | MFD_ALLOW_SEALING)) }
         _ = try check("ftruncate memfd") { ftruncate(memfd.rawValue, off_t(size)) }
         let seals = vgpu_F_SEAL_SHRINK() | vgpu_F_SEAL_GROW()
@@ -243,13 +224,13 @@ public enum HostBufferProbe {
         return memfd
     }
 
-    static func setName(_ dmabuf: OwnedFD) throws(ProbeStop) {
+    static func setName(_ dmabuf: OwnedFileDescriptor) throws(ProbeStop) {
         _ = try check("DMA_BUF_SET_NAME") {
             dmabufName.withCString { vgpu_ioctl_ptr(dmabuf.rawValue, vgpu_DMA_BUF_SET_NAME(), UnsafeMutableRawPointer(mutating: UnsafeRawPointer($0))) }
         }
     }
 
-    static func sync(_ dmabuf: OwnedFD, _ flags: UInt64) throws(ProbeStop) {
+    static func sync(_ dmabuf: OwnedFileDescriptor, _ flags: UInt64) throws(ProbeStop) {
         var s = dma_buf_sync()
         s.flags = flags
         _ = try check("DMA_BUF_IOCTL_SYNC") { vgpu_ioctl_ptr(dmabuf.rawValue, vgpu_DMA_BUF_IOCTL_SYNC(), &s) }
@@ -257,14 +238,14 @@ public enum HostBufferProbe {
 
     /// Maps the dmabuf, writes a pattern between SYNC_START and SYNC_END, maps it again and
     /// compares under a read sync.
-    static func writeAndCompare(_ dmabuf: OwnedFD, size: Int, seed: UInt8, what: String) throws(ProbeStop) {
+    static func writeAndCompare(_ dmabuf: OwnedFileDescriptor, size: Int, seed: UInt8, what: String) throws(ProbeStop) {
         do {
-            let map = try Mapping(fd: dmabuf.rawValue, length: size, writable: true, step: "mmap \(what)")
+            let map = try mapShared(dmabuf, length: size, writable: true, step: "mmap \(what)")
             try sync(dmabuf, vgpu_DMA_BUF_SYNC_START_RW())
             writePattern(map.base, size, seed: seed)
             try sync(dmabuf, vgpu_DMA_BUF_SYNC_END_RW())
         }
-        let again = try Mapping(fd: dmabuf.rawValue, length: size, writable: false, step: "mmap \(what) again")
+        let again = try mapShared(dmabuf, length: size, writable: false, step: "mmap \(what) again")
         try sync(dmabuf, vgpu_DMA_BUF_SYNC_START_READ())
         let same = checkPattern(again.base, size, seed: seed)
         try sync(dmabuf, vgpu_DMA_BUF_SYNC_END_READ())

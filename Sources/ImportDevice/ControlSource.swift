@@ -5,6 +5,7 @@ import VhostUser
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemPackage
 import SystemSupport
 
 /// One exporter's control socket: a request connection (made again when it breaks) and a
@@ -102,8 +103,7 @@ final class ControlSource: Sendable {
                     }
                 }
                 if stopped.load(ordering: .acquiring) { break }
-                var p = pollfd(fd: stopFD.rawValue, events: Int16(POLLIN), revents: 0)
-                _ = poll(&p, 1, 1000)
+                _ = EventFD.wait(stopFD.rawValue, until: monotonicSeconds() + 1)
             }
         }
     }
@@ -112,9 +112,9 @@ final class ControlSource: Sendable {
         var fds = [pollfd(fd: watch.fileDescriptor, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: stopFD.rawValue, events: Int16(POLLIN), revents: 0)]
         while !stopped.load(ordering: .acquiring) {
-            fds[0].revents = 0; fds[1].revents = 0
-            let n = poll(&fds, 2, -1)
-            if n < 0 { if errno == EINTR { continue }; throw .connectionLost(path: path, why: "poll: errno \(errno)") }
+            do throws(Errno) { try Poll.wait(&fds, until: nil) } catch {
+                throw .connectionLost(path: path, why: "poll: errno \(error.rawValue)")
+            }
             if fds[1].revents != 0 { return }
             for e in try watch.events() { event(e) }
         }

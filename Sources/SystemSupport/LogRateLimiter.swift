@@ -1,3 +1,5 @@
+// The per-key log rate limit (a pure value; RateLimitedLogger applies it to a Logger).
+
 /// Decides which log lines about guest or peer misbehaviour are written: at most `limit` per
 /// `window` for each key, the rest counted and reported as "suppressed K" with the next line of
 /// that key. The key table is bounded (new keys past `maxKeys` share `overflowKey`), so a guest

@@ -1,3 +1,5 @@
+// The PNG encoder (vgpuctl dump, the QEMU harness's screenshots).
+
 /// A small PNG writer: 8-bit RGB, zlib stream of stored (uncompressed) deflate blocks.
 /// Enough for `vgpuctl dump`; no compression, no dependencies.
 public enum PNG {

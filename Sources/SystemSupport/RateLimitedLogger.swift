@@ -1,3 +1,5 @@
+// A Logger that writes at most N lines per key and second (guest- or peer-triggered lines).
+
 import Logging
 import Synchronization
 

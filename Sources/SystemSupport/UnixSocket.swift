@@ -1,3 +1,6 @@
+// The one fd-passing socket: UNIX stream sockets with SCM_RIGHTS. Every recvmsg in the project
+// goes through `UnixSocket.receiveSome`, which fails on MSG_CTRUNC and closes what did arrive.
+
 import CShims
 import SystemPackage
 #if canImport(Glibc)
@@ -40,24 +43,6 @@ public enum UnixSocket {
         return (OwnedFileDescriptor(fds[0]), OwnedFileDescriptor(fds[1]))
     }
 
-    /// Waits until `fd` is readable (or hung up), at most until `deadline`, or until `wake` is.
-    public static func waitReadable(_ fd: Int32, until deadline: Double?, wake: Int32?) throws(Errno) {
-        var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake ?? -1, events: Int16(POLLIN), revents: 0)]
-        while true {
-            var ms: Int32 = -1
-            if let deadline {
-                let left = deadline - monotonicSeconds()
-                guard left > 0 else { throw .timedOut }
-                ms = Int32(min(left * 1000, 1_000_000)) + 1
-            }
-            fds[0].revents = 0; fds[1].revents = 0
-            let n = poll(&fds, 2, ms)
-            if n < 0 { if errno == EINTR { continue }; throw Errno(rawValue: errno) }
-            if fds[1].revents != 0 { throw .canceled }
-            if fds[0].revents != 0 { return }
-        }
-    }
-
     private static func address(_ path: String) throws(Errno) -> sockaddr_un {
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
@@ -83,6 +68,37 @@ public enum UnixSocket {
         }
     }
 
+    /// The most fds one `receiveSome` takes (the C shim's control buffer).
+    public static let maxFDsPerReceive = 16
+
+    /// One recvmsg: up to `buffer.count` bytes and up to `maxFDs` fds, EINTR retried. 0 bytes is
+    /// end of stream. When the peer attached more fds than `maxFDs` (MSG_CTRUNC, or more than the
+    /// shim keeps), every fd that did arrive is closed and `.controlDataTruncated` thrown: the
+    /// bytes cannot be matched to their fds any more, so the stream is unusable.
+    public static func receiveSome(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer,
+                                   maxFDs: Int = maxFDsPerReceive) throws(SocketReceiveError) -> (count: Int, fds: [OwnedFileDescriptor]) {
+        precondition(maxFDs > 0 && maxFDs <= maxFDsPerReceive, "maxFDs out of range")
+        var raw = [Int32](repeating: -1, count: maxFDs)
+        var nfds: Int32 = 0, truncated: Int32 = 0
+        let n = raw.withUnsafeMutableBufferPointer { r in
+            vgpu_recvmsg_fds(fd, buffer.baseAddress, buffer.count, r.baseAddress, Int32(maxFDs), &nfds, &truncated)
+        }
+        let fds = raw[0..<Int(nfds)].map(OwnedFileDescriptor.init)
+        if n < 0 { throw .system(currentErrno()) }
+        if truncated != 0 { throw .controlDataTruncated(maxFDs: maxFDs) }   // dropping `fds` closes them
+        return (n, fds)
+    }
+
+    /// `receiveSome` into a new array of at most `maxBytes` bytes (empty: end of stream).
+    public static func receiveSome(_ fd: Int32, maxBytes: Int, maxFDs: Int = maxFDsPerReceive) throws(SocketReceiveError) -> (bytes: [UInt8], fds: [OwnedFileDescriptor]) {
+        var bytes = [UInt8](repeating: 0, count: maxBytes)
+        let got = try bytes.withUnsafeMutableBytes { b in
+            Result { () throws(SocketReceiveError) in try receiveSome(fd, into: b, maxFDs: maxFDs) }
+        }.get()
+        bytes.removeLast(maxBytes - got.count)
+        return (bytes, got.fds)
+    }
+
     /// Reads exactly `count` bytes; collects fds that arrive with them. Returns nil on EOF at a
     /// message boundary (`count` bytes not started).
     public static func receive(_ fd: Int32, count: Int, fds: inout [OwnedFileDescriptor]) throws(Errno) -> [UInt8]? {
@@ -91,27 +107,45 @@ public enum UnixSocket {
 
     /// `receive`, but every wait for bytes ends at `until` (`timedOut`) or when `wake` becomes
     /// readable (`canceled`): a peer that sends half a message cannot hold the caller.
+    /// Truncated control data (more than `maxFDsPerReceive` fds) is `messageTooLong`.
     public static func receive(_ fd: Int32, count: Int, fds: inout [OwnedFileDescriptor], until deadline: Double?,
                                wake: Int32? = nil) throws(Errno) -> [UInt8]? {
         var buffer = [UInt8](repeating: 0, count: count)
         var got = 0
-        var raw = [Int32](repeating: -1, count: 16)
         while got < count {
-            if deadline != nil || wake != nil { try waitReadable(fd, until: deadline, wake: wake) }
-            var nfds: Int32 = 0, truncated: Int32 = 0
-            let n = buffer.withUnsafeMutableBytes { b in
-                raw.withUnsafeMutableBufferPointer { r in
-                    vgpu_recvmsg_fds(fd, b.baseAddress! + got, count - got, r.baseAddress, 16, &nfds, &truncated)
-                }
-            }
-            for i in 0..<Int(nfds) { fds.append(OwnedFileDescriptor(raw[i])) }
-            if n < 0 { throw Errno(rawValue: errno) }
-            if n == 0 {
+            if deadline != nil || wake != nil { try Poll.waitReadable(fd, until: deadline, wake: wake) }
+            let part = try buffer.withUnsafeMutableBytes { b in
+                Result { () throws(SocketReceiveError) in try receiveSome(fd, into: UnsafeMutableRawBufferPointer(rebasing: b[got...])) }
+            }.mapError(\.errno).get()
+            fds += part.fds
+            if part.count == 0 {
                 if got == 0 { return nil }
                 throw .connectionReset
             }
-            got += n
+            got += part.count
         }
         return buffer
+    }
+}
+
+/// Why `UnixSocket.receiveSome` failed.
+public enum SocketReceiveError: Error, Equatable, CustomStringConvertible {
+    case system(Errno)
+    /// The peer attached more fds than the receiver takes (MSG_CTRUNC); those that arrived were closed.
+    case controlDataTruncated(maxFDs: Int)
+
+    /// As an `Errno` for APIs that throw one: truncation is `messageTooLong`.
+    public var errno: Errno {
+        switch self {
+        case let .system(e): e
+        case .controlDataTruncated: .messageTooLong
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case let .system(e): "\(e)"
+        case let .controlDataTruncated(n): "control data truncated: peer sent more fds than \(n)"
+        }
     }
 }

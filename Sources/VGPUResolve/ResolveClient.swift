@@ -350,28 +350,18 @@ struct LineConnection {
 
     /// Reads what the socket has, waiting up to `wait` seconds for the first bytes.
     mutating func fill(wait: Double) throws(ResolveError) {
-        var p = pollfd(fd: socket.rawValue, events: Int16(POLLIN), revents: 0)
-        let ready = poll(&p, 1, Int32(max(0, wait) * 1000))
-        if ready == 0 {
+        // A failed poll falls through: the receive reports the error.
+        if (try? Poll.wait(socket.rawValue, events: Int16(POLLIN), timeout: max(0, wait))) == false {
             if wait > 0 { throw .connectionLost(path: path, why: "no reply within \(wait) s") }
             return
         }
-        var raw = [Int32](repeating: -1, count: 4)
-        var nfds: Int32 = 0, truncated: Int32 = 0
-        let chunk = 64 * 1024
-        let old = buffer.count
-        buffer.append(contentsOf: repeatElement(0, count: chunk))
-        let n = buffer.withUnsafeMutableBytes { b in
-            raw.withUnsafeMutableBufferPointer { r in
-                vgpu_recvmsg_fds(socket.rawValue, b.baseAddress! + old, chunk, r.baseAddress, 4, &nfds, &truncated)
-            }
+        let received: (bytes: [UInt8], fds: [OwnedFileDescriptor])
+        do { received = try UnixSocket.receiveSome(socket.rawValue, maxBytes: 64 * 1024, maxFDs: 4) } catch {
+            if error == .system(.wouldBlock) { return }
+            throw .connectionLost(path: path, why: "receive: \(error)")
         }
-        buffer.removeLast(chunk - max(0, n))
-        for i in 0..<Int(nfds) { fds.append(OwnedFileDescriptor(raw[i])) }
-        if n < 0 {
-            if errno == EAGAIN || errno == EINTR { return }
-            throw .connectionLost(path: path, why: "receive: \(String(cString: strerror(errno)))")
-        }
-        if n == 0 { throw .connectionLost(path: path, why: "connection closed by the backend") }
+        fds += received.fds
+        buffer += received.bytes
+        if received.bytes.isEmpty { throw .connectionLost(path: path, why: "connection closed by the backend") }
     }
 }

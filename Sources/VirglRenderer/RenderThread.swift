@@ -1,6 +1,7 @@
 import CShims
 import Dispatch
 import Synchronization
+import SystemSupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,25 +27,17 @@ final class RenderThread: Sendable {
     private let queue = Mutex(JobQueue())
     /// One signal per queued job, plus one for stop.
     private let wakeup = DispatchSemaphore(value: 0)
-    private let exited = DispatchSemaphore(value: 0)
+    /// The thread, joined by `stop`. It holds this object until `loop` returns.
+    private let thread = Mutex<WorkerThread?>(nil)
     /// `pthread_self()` of the thread, 0 until it runs (pthread_t is never 0 on glibc).
     private let threadID = Atomic<UInt>(0)
 
     init(name: String) {
-        final class Start: @unchecked Sendable {   // handed to the new thread exactly once
-            let thread: RenderThread, name: String
-            init(_ t: RenderThread, _ n: String) { thread = t; name = n }
+        let worker: WorkerThread
+        do { worker = try WorkerThread(name: name) { [self] _ in loop() } } catch {
+            preconditionFailure("cannot start \(name): \(error)")   // resource exhaustion, not guest input
         }
-        let start = Unmanaged.passRetained(Start(self, name)).toOpaque()
-        var handle = pthread_t()
-        let rc = pthread_create(&handle, nil, { arg in
-            let start = Unmanaged<Start>.fromOpaque(arg!).takeRetainedValue()
-            vgpu_set_thread_name(start.name)
-            start.thread.loop()
-            return nil
-        }, start)
-        precondition(rc == 0, "pthread_create failed: \(rc)")   // resource exhaustion, not guest input
-        pthread_detach(handle)
+        thread.withLock { $0 = worker }
     }
 
     /// True on the render thread itself (where waiting for a job would deadlock).
@@ -76,7 +69,7 @@ final class RenderThread: Sendable {
         guard first else { return }
         if lastJob != nil { wakeup.signal() }
         wakeup.signal()
-        if !isCurrent { exited.wait() }
+        if !isCurrent { thread.withLock { $0 }?.join() }
     }
 
     private func loop() {
@@ -90,7 +83,6 @@ final class RenderThread: Sendable {
             if let job = next.job { job() }
             if next.stop { break }
         }
-        exited.signal()
     }
 }
 

@@ -329,9 +329,8 @@ struct BackendCapabilities {
         }
         var status: Int32 = 0
         for _ in 0..<2000 {
-            let r = waitpid(child, &status, WNOHANG)
+            guard let r = try? retryingEINTR({ waitpid(child, &status, WNOHANG) }) else { return false }
             if r == child { return (status & 0x7f) == 0 && ((status >> 8) & 0xff) == 0 }
-            if r < 0 && errno != EINTR { return false }
             usleep(10_000)
         }
         kill(child, SIGKILL)

@@ -176,17 +176,9 @@ final class ThreadResults<T>: @unchecked Sendable {
 
 func onThreads<T>(_ n: Int, _ body: @escaping @Sendable (Int) throws -> T) throws -> [T] {
     let results = ThreadResults<T>(n)
-    let group = DispatchGroup()
-    for i in 0..<n {
-        group.enter()
-        let t = Thread {
-            let r = Result { try body(i) }
-            results.lock.lock(); results.values[i] = r; results.lock.unlock()
-            group.leave()
-        }
-        t.stackSize = 1 << 20
-        t.start()
+    runOnThreadsAndJoin(name: "bench", count: n) { i in
+        let r = Result { try body(i) }
+        results.lock.lock(); results.values[i] = r; results.lock.unlock()
     }
-    group.wait()
     return try results.values.map { try $0!.get() }
 }

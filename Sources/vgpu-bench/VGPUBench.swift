@@ -195,8 +195,11 @@ struct VGPUBench: ParsableCommand {
                            iovec(iov_base: pixels, iov_len: frameBytes)]
                 var left = h.count + frameBytes
                 while left > 0 {
-                    let n = writev(fd.rawValue, &iov, Int32(iov.count))
-                    if n < 0 { if errno == EINTR || errno == EAGAIN { continue }; throw Errno(rawValue: errno) }
+                    let n: Int
+                    do throws(Errno) { n = try retryingEINTR { writev(fd.rawValue, &iov, Int32(iov.count)) } } catch {
+                        if error == .wouldBlock { continue }
+                        throw error
+                    }
                     left -= n
                     advance(&iov, by: n)
                 }

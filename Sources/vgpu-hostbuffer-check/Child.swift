@@ -1,4 +1,6 @@
 import Foundation
+import SystemPackage
+import SystemSupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -109,12 +111,5 @@ func openDevNull() -> Int32 { open("/dev/null", O_RDWR | O_CLOEXEC) }
 
 /// Writes all of `text` to `fd`; false if the reader is gone.
 func writeAll(_ fd: Int32, _ text: String) -> Bool {
-    let bytes = Array(text.utf8)
-    var off = 0
-    while off < bytes.count {
-        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + off, $0.count - off) }
-        if n < 0 { if errno == EINTR { continue }; return false }
-        off += n
-    }
-    return true
+    Array(text.utf8).withUnsafeBytes { (try? writeAllRetryingEINTR(fd, $0)) != nil }
 }

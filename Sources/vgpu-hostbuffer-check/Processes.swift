@@ -1,4 +1,6 @@
 import Foundation
+import SystemPackage
+import SystemSupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -59,7 +61,7 @@ final class LineReader {
 
     /// The next line without its newline; nil at EOF or after `timeout` seconds.
     func next(timeout: Double) -> String? {
-        let deadline = Date().addingTimeInterval(timeout)
+        let deadline = monotonicSeconds() + timeout
         while true {
             if let nl = buffer.firstIndex(of: UInt8(ascii: "\n")) {
                 let line = String(decoding: buffer[..<nl], as: UTF8.self)
@@ -67,15 +69,19 @@ final class LineReader {
                 return line
             }
             if atEOF { return nil }
-            let left = deadline.timeIntervalSinceNow
-            if left <= 0 { return nil }
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let r = poll(&pfd, 1, Int32(min(left, 1) * 1000) + 1)
-            if r < 0 { if errno == EINTR { continue }; atEOF = true; return nil }
-            if r == 0 { continue }
+            if monotonicSeconds() >= deadline { return nil }
+            guard let ready = try? Poll.wait(fd, events: Int16(POLLIN), timeout: min(deadline - monotonicSeconds(), 1)) else {
+                atEOF = true
+                return nil
+            }
+            if !ready { continue }
             var chunk = [UInt8](repeating: 0, count: 4096)
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
-            if n < 0 { if errno == EINTR || errno == EAGAIN { continue }; atEOF = true; return nil }
+            let read = chunk.withUnsafeMutableBytes { b in Result { () throws(Errno) in try readRetryingEINTR(fd, into: b) } }
+            guard case let .success(n) = read else {
+                if case .failure(.wouldBlock) = read { continue }
+                atEOF = true
+                return nil
+            }
             if n == 0 { atEOF = true; continue }
             buffer += chunk[0..<n]
         }

@@ -1,4 +1,5 @@
 import Foundation
+import SystemSupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -41,7 +42,7 @@ public final class ChildProcess: @unchecked Sendable {
         do {
             // The parent-death signal fires when the *thread* that forked exits, so fork from
             // one thread that lives as long as the process, never from a pool thread.
-            try SpawnThread.shared.run { try process.run() }
+            try ProcessSpawner.shared.run { try process.run() }
         } catch {
             try? log.close()
             throw HarnessError.spawnFailed(command: commandLine, reason: "\(error)")
@@ -111,16 +112,14 @@ private final class ResultBox<T>: @unchecked Sendable {
 }
 
 /// One thread that lives as long as the process and runs every spawn (see `ChildProcess`).
-final class SpawnThread: @unchecked Sendable {
-    static let shared = SpawnThread()
+final class ProcessSpawner: @unchecked Sendable {
+    static let shared = ProcessSpawner()
 
     private let condition = NSCondition()
     private var work: [() -> Void] = []
 
     private init() {
-        let thread = Thread { [unowned self] in self.loop() }
-        thread.name = "QEMUHarness.spawn"
-        thread.start()
+        startThread(name: "QEMUHarness.spawn") { [unowned self] in self.loop() }
     }
 
     private func loop() {

@@ -1,4 +1,5 @@
 import Foundation
+import SystemSupport
 
 /// Everything that can go wrong while booting a guest. Each case says what was awaited or
 /// missing, so a failing test reads as a diagnosis rather than a bare timeout.
@@ -41,23 +42,22 @@ public enum HarnessError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-/// A point in time after which a wait gives up.
+/// A point in time after which a wait gives up (on SystemSupport's monotonic clock).
 struct Deadline: Sendable {
-    let end: ContinuousClock.Instant
+    let end: Double
     let timeout: Duration
 
     init(_ timeout: Duration) {
         self.timeout = timeout
-        self.end = ContinuousClock.now + timeout
+        self.end = monotonicSeconds() + timeout.inSeconds
     }
 
-    var expired: Bool { ContinuousClock.now >= end }
+    var expired: Bool { monotonicSeconds() >= end }
 
     /// Milliseconds left, clamped to `0...cap` (for `poll`).
     func remainingMilliseconds(cap: Int = 1000) -> Int32 {
-        let left = end - ContinuousClock.now
-        if left <= .zero { return 0 }
-        let ms = left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000
-        return Int32(clamping: min(Int64(cap), max(1, ms)))
+        let left = end - monotonicSeconds()
+        if left <= 0 { return 0 }
+        return Int32(min(Double(cap), max(1, (left * 1000).rounded(.down))))
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import SystemSupport
 
 /// An 8-bit colour.
 public struct RGB: Hashable, Sendable, CustomStringConvertible {
@@ -111,44 +112,9 @@ public struct RGBImage: Sendable, Equatable {
 
     // MARK: PNG
 
-    /// A PNG (8-bit RGB) with stored (uncompressed) deflate blocks: no zlib needed.
+    /// A PNG (8-bit RGB, stored deflate blocks): the project's one encoder, SystemSupport's `PNG`.
     public func pngData() -> Data {
-        var raw = [UInt8]()
-        raw.reserveCapacity((width * 3 + 1) * height)
-        for y in 0..<height {
-            raw.append(0)  // filter: none
-            raw.append(contentsOf: pixels[(y * width * 3)..<((y + 1) * width * 3)])
-        }
-        var zlib: [UInt8] = [0x78, 0x01]
-        zlib.reserveCapacity(raw.count + raw.count / 65535 * 5 + 16)
-        var offset = 0
-        repeat {
-            let n = min(65535, raw.count - offset)
-            let final: UInt8 = offset + n == raw.count ? 1 : 0
-            zlib.append(final)
-            zlib.append(contentsOf: [UInt8(n & 0xff), UInt8(n >> 8), UInt8(~n & 0xff), UInt8((~n >> 8) & 0xff)])
-            zlib.append(contentsOf: raw[offset..<(offset + n)])
-            offset += n
-        } while offset < raw.count
-        zlib.append(contentsOf: Checksums.adler32(raw).bigEndianBytes)
-
-        var ihdr = [UInt8]()
-        ihdr += UInt32(width).bigEndianBytes
-        ihdr += UInt32(height).bigEndianBytes
-        ihdr += [8, 2, 0, 0, 0]  // bit depth 8, colour type RGB, deflate, no filter method, no interlace
-
-        var png: [UInt8] = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]
-        func chunk(_ type: String, _ body: [UInt8]) {
-            let typeBytes = Array(type.utf8)
-            png += UInt32(body.count).bigEndianBytes
-            png += typeBytes
-            png += body
-            png += Checksums.crc32(typeBytes + body).bigEndianBytes
-        }
-        chunk("IHDR", ihdr)
-        chunk("IDAT", zlib)
-        chunk("IEND", [])
-        return Data(png)
+        Data(PNG.encodeRGB(width: width, height: height, rgb: pixels))
     }
 
     public func writePNG(to url: URL) throws {
@@ -222,35 +188,6 @@ public struct RGBImage: Sendable, Equatable {
         }
         return RGBImage(width: r.width, height: r.height, pixels: out)
     }
-}
-
-enum Checksums {
-    private static let crcTable: [UInt32] = (0..<256).map { n -> UInt32 in
-        var c = UInt32(n)
-        for _ in 0..<8 { c = (c & 1) != 0 ? 0xedb8_8320 ^ (c >> 1) : c >> 1 }
-        return c
-    }
-
-    static func crc32(_ bytes: [UInt8]) -> UInt32 {
-        var c: UInt32 = 0xffff_ffff
-        for b in bytes { c = crcTable[Int((c ^ UInt32(b)) & 0xff)] ^ (c >> 8) }
-        return c ^ 0xffff_ffff
-    }
-
-    static func adler32(_ bytes: [UInt8]) -> UInt32 {
-        var a: UInt32 = 1, b: UInt32 = 0
-        var i = 0
-        while i < bytes.count {
-            let end = min(i + 5552, bytes.count)  // largest run before the sums can overflow
-            while i < end { a += UInt32(bytes[i]); b += a; i += 1 }
-            a %= 65521; b %= 65521
-        }
-        return (b << 16) | a
-    }
-}
-
-extension UInt32 {
-    var bigEndianBytes: [UInt8] { [UInt8(self >> 24), UInt8((self >> 16) & 0xff), UInt8((self >> 8) & 0xff), UInt8(self & 0xff)] }
 }
 
 extension String {

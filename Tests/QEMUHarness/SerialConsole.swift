@@ -1,4 +1,5 @@
 import Foundation
+import SystemSupport
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -110,9 +111,7 @@ public final class SerialConsole: @unchecked Sendable {
         _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
         self.log = try FileHandle(forWritingTo: logFile)
         self.listener = try UnixSocket.listen(path: socketPath)
-        let thread = Thread { [self] in self.run() }
-        thread.name = "QEMUHarness.serial"
-        thread.start()
+        startThread(name: "QEMUHarness.serial") { [self] in self.run() }
     }
 
     deinit {

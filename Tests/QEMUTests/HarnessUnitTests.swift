@@ -1,5 +1,6 @@
 import Foundation
 @testable import QEMUHarness
+import SystemSupport
 import Testing
 
 /// The harness's own pure parts: no QEMU needed.
@@ -16,8 +17,8 @@ struct HarnessUnitTests {
         #expect(parsed.boundingBox { !$0.isBlack } == PixelRect(x: 0, y: 0, width: 3, height: 2))
 
         // Known values: CRC-32("IEND") = 0xAE426082, Adler-32("Wikipedia") = 0x11E60398.
-        #expect(Checksums.crc32(Array("IEND".utf8)) == 0xae42_6082)
-        #expect(Checksums.adler32(Array("Wikipedia".utf8)) == 0x11e6_0398)
+        #expect(PNG.crc32(Array("IEND".utf8)) == 0xae42_6082)
+        #expect(PNG.adler32(Array("Wikipedia".utf8)) == 0x11e6_0398)
         let png = [UInt8](image.pngData())
         #expect(png.prefix(8) == [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])
         #expect(png.suffix(12) == [0, 0, 0, 0, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82])

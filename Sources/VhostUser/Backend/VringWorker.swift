@@ -5,6 +5,7 @@ import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemPackage
 import SystemSupport
 
 /// Publishes the current guest memory map to queue workers. Replaced whole, never edited.
@@ -57,7 +58,8 @@ final class VringWorker: Sendable {
     private let call: Mutex<OwnedFileDescriptor?>
     private let enabled: Atomic<Bool>
     private let stopRequested = Atomic<Bool>(false)
-    private let finished = DispatchSemaphore(value: 0)
+    /// The thread, joined by `stop`. It holds this object until `run` returns.
+    private let thread = Mutex<WorkerThread?>(nil)
     /// The avail index reached, valid once the thread has finished.
     private let finalAvail = Atomic<UInt16>(0)
     let completions: QueueCompletions
@@ -76,9 +78,10 @@ final class VringWorker: Sendable {
         finalAvail.store(queue.nextAvail, ordering: .relaxed)
         let box = QueueBox(queue)
         device.queueStarted(index, completions: completions)
-        startThread(name: "vgpu-vq\(index)") { [self] in
+        let worker = try WorkerThread(name: "vgpu-vq\(index)") { [self] _ in
             run(box.queue, memory: memory, device: device, log: log)
         }
+        thread.withLock { $0 = worker }
     }
 
     func setCall(_ fd: OwnedFileDescriptor?) { call.withLock { $0 = fd } }
@@ -92,7 +95,7 @@ final class VringWorker: Sendable {
     func stop() -> UInt16 {
         stopRequested.store(true, ordering: .releasing)
         EventFD.signal(wake.rawValue)
-        finished.wait()
+        thread.withLock { $0 }?.join()
         completions.close()
         return finalAvail.load(ordering: .acquiring)
     }
@@ -103,7 +106,6 @@ final class VringWorker: Sendable {
             // fenced command completed before GET_VRING_BASE is not lost.
             if enabled.load(ordering: .acquiring) { returnDeferred(queue) }
             finalAvail.store(queue.nextAvail, ordering: .releasing)
-            finished.signal()
         }
         var generation = memory.current.generation
         var chain = DescriptorChain()
@@ -114,9 +116,10 @@ final class VringWorker: Sendable {
         var pendingWork = true
         while !stopRequested.load(ordering: .acquiring) {
             if !pendingWork {
-                fds[0].revents = 0; fds[1].revents = 0
-                let r = poll(&fds, 2, -1)
-                if r < 0 { if errno == EINTR { continue }; log.logger.error("vq\(index): poll failed, errno \(errno)"); return }
+                do throws(Errno) { try Poll.wait(&fds, until: nil) } catch {
+                    log.logger.error("vq\(index): poll failed, errno \(error.rawValue)")
+                    return
+                }
                 if fds[1].revents != 0 { EventFD.drain(wake.rawValue) }
                 if fds[0].revents & Int16(POLLIN) != 0 { EventFD.drain(kick.rawValue) }
                 if fds[0].revents & Int16(POLLHUP | POLLERR | POLLNVAL) != 0 { return }

@@ -482,8 +482,8 @@ public final class VirglGPURenderer: GPURenderer3D {
     }
 
     public func drainFences(timeout: Double) {
-        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(max(0, timeout) * 1e9)
-        while fences.pendingCount > 0, DispatchTime.now().uptimeNanoseconds < deadline { usleep(1000) }
+        let deadline = monotonicSeconds() + max(0, timeout)
+        while fences.pendingCount > 0, monotonicSeconds() < deadline { usleep(1000) }
     }
 
     public func createFence(_ fenceID: UInt64, context: UInt32, completed: @escaping @Sendable () -> Void) throws(GPUFailure) {
@@ -513,7 +513,7 @@ final class FencePoller: @unchecked Sendable {
     func start(_ virgl: VirglRenderer) {
         let weakVirgl = WeakBox(virgl)
         let fenceFD = (try? virgl.sync { $0.fencePollFD }) ?? -1
-        if fenceFD >= 0 { stopEvent.store(eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK)), ordering: .releasing) }
+        if fenceFD >= 0 { stopEvent.store((try? EventFD.make())?.release() ?? -1, ordering: .releasing) }
         let stopFD = stopEvent.load(ordering: .acquiring)
         startPollThread { [self] in
             while !stopping.load(ordering: .acquiring) {
@@ -525,7 +525,7 @@ final class FencePoller: @unchecked Sendable {
                     // a guest context's SUBMIT_3D (kmscube) never made the fd readable, and only
                     // virgl_renderer_poll retired them.
                     var fds = [pollfd(fd: fenceFD, events: Int16(POLLIN), revents: 0), pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
-                    _ = poll(&fds, 2, 1)
+                    _ = try? Poll.wait(&fds, until: monotonicSeconds() + 0.001)
                     if stopping.load(ordering: .acquiring) { break }
                 } else {
                     usleep(1000)
@@ -564,7 +564,7 @@ final class FencePoller: @unchecked Sendable {
         stopping.store(true, ordering: .releasing)
         wake.signal()
         let fd = stopEvent.load(ordering: .acquiring)
-        if fd >= 0 { var one: UInt64 = 1; _ = write(fd, &one, 8) }
+        if fd >= 0 { EventFD.signal(fd) }
     }
 
     deinit {

@@ -1,0 +1,20 @@
+// The one clock for deadlines: seconds on CLOCK_MONOTONIC as a Double (`monotonicSeconds() + 2`).
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Seconds on the monotonic clock (deadlines, bounded waits).
+public func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+extension Duration {
+    /// The duration in seconds, for `monotonicSeconds()` deadlines.
+    public var inSeconds: Double {
+        let (s, atto) = components
+        return Double(s) + Double(atto) / 1e18
+    }
+}
