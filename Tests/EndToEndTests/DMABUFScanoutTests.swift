@@ -102,7 +102,8 @@ final class DMABUFStandInRenderer: GPURenderer {
         // The flush waits out the reply bound (1 s), gives dmabuf scanout up, and shows the head
         // whole with pixels; the guest gets its response either way.
         try rig.check(rig.driver.flush(id: 1, rect: VirtioGPUDriver.rect(0, 0, w, h)), "flush")
-        #expect(rig.peer.waitFor(timeout: .seconds(5)) { $0.framebuffers[0]?.pixels.count == first.count })
+        // (The SCANOUT alone makes a zeroed framebuffer of that size: wait for the pixels.)
+        #expect(rig.peer.waitFor(timeout: .seconds(5)) { $0.framebuffers[0]?.pixels == first })
         #expect(rig.peer.state.framebuffers[0]?.pixels == first)   // B8G8R8X8 is the display's own layout
         #expect(rig.peer.state.dmabufScanouts[0]?.isEnabled != true)
         // Later flushes are pixel updates; no more dmabuf traffic.
