@@ -46,7 +46,7 @@ public final class VirglGPURenderer: GPURenderer3D {
         var format: PixelFormat? { PixelFormat(wire: args.format) }
     }
 
-    private let table = Mutex<[ResourceID: Record]>([:])
+    let table = Mutex<[ResourceID: Record]>([:])
     /// Sum of every record's `accountedBytes`. Only changed with `table` locked (lock order:
     /// table, then this), so a check and the insert that follows it cannot interleave.
     private let accounted = Mutex<UInt64>(0)
@@ -149,7 +149,7 @@ public final class VirglGPURenderer: GPURenderer3D {
 
     /// Counts `bytes` against the device's total cap (--max-resource-memory), or throws
     /// ERR_OUT_OF_MEMORY's failure. Called with `table` locked.
-    private func reserve(_ bytes: UInt64) throws(GPUFailure) {
+    func reserve(_ bytes: UInt64) throws(GPUFailure) {
         try accounted.withLock { (total: inout UInt64) throws(GPUFailure) in
             guard bytes <= limits.maxTotalBytes, total <= limits.maxTotalBytes - bytes else {
                 throw .outOfMemory("\(bytes) bytes would pass the device cap of \(limits.maxTotalBytes) (in use: \(total))")
@@ -158,7 +158,7 @@ public final class VirglGPURenderer: GPURenderer3D {
         }
     }
 
-    private func release(_ bytes: UInt64) { accounted.withLock { $0 -= min($0, bytes) } }
+    func release(_ bytes: UInt64) { accounted.withLock { $0 -= min($0, bytes) } }
 
     /// Bytes counted against the total cap now (tests, inspection).
     public var accountedBytes: UInt64 { accounted.withLock { $0 } }
@@ -295,102 +295,9 @@ public final class VirglGPURenderer: GPURenderer3D {
         if !queued { deliver(.failure(.unspec("virgl renderer shut down"))) }
     }
 
-    // MARK: export and inspection
+    // MARK: inspection (export: VirglGPURenderer+Export.swift)
 
     public func hostStorage(of id: ResourceID) -> HostPixelStorage? { table.withLock { $0[id]?.shadow } }
-
-    /// A dmabuf of the texture where virglrenderer can make one (EGL on a render node): the
-    /// consumer maps the GPU's own memory, in the texture's layout. Else a memfd shadow filled
-    /// by readback now and at every flush (surfaceless EGL, as on this machine).
-    public func exportResource(_ id: ResourceID, memory: GuestMemory) -> HostBufferInfo? {
-        let found = table.withLock { $0[id] }
-        guard let res = found else { return nil }
-        if let info = res.exported { return info }
-        var reason = ""
-        do {
-            let d = try virgl.sync { try $0.exportResource(id.raw) }
-            do {
-                let buffer = try HostBuffer.adopt(dmabuf: d.fd, kind: .glTexture)
-                buffer.setName("vgpu:\(id.raw)")
-                let layout = DMABufLayout(stride: UInt32(bitPattern: d.stride), offset: UInt32(bitPattern: d.offset), fourcc: d.fourcc,
-                                          modifier: d.modifier, yZeroTop: d.yZeroTop)
-                let exported = HostBufferInfo(kind: .glTexture, size: buffer.size, coherency: .zeroCopy, source: .texture,
-                                              exported: true, layout: layout)
-                table.withLock { $0[id]?.texture = ScanoutDMABuffer(buffer: buffer, layout: layout); $0[id]?.exported = exported }
-                return exported
-            } catch {
-                reason = "\(error)"
-            }
-        } catch {
-            reason = "\(error)"
-        }
-        let info: HostBufferInfo
-        if res.format != nil, res.args.target == VirglTarget.texture2D,
-           let bytes = Resource2D.byteCount(width: res.args.width, height: res.args.height), let length = Int(exactly: bytes),
-           reserveShadow(id, bytes: bytes, reason: &reason),
-           let shadow = Self.makeShadow(length: length, name: "vgpu:\(id.raw)", onFailure: { self.releaseShadow(id, bytes: bytes) }) {
-            table.withLock { $0[id]?.shadow = shadow }
-            refreshShadow(shadow, res)
-            info = HostBufferInfo(kind: .memfd, size: shadow.buffer.size, coherency: .onFlush, source: .hostCopy, exported: true,
-                                  shadowReason: reason)
-        } else {
-            info = HostBufferInfo(kind: .memfd, size: 0, coherency: .onFlush, source: .hostCopy, exported: false,
-                                  shadowReason: "\(reason); no readback for virgl format \(res.args.format), target \(res.args.target)")
-        }
-        table.withLock { $0[id]?.exported = info }
-        return info
-    }
-
-    /// Counts an export shadow of `bytes` against the total cap, on the record; false (with
-    /// `reason` extended) past the cap: the export then reports no host buffer.
-    private func reserveShadow(_ id: ResourceID, bytes: UInt64, reason: inout String) -> Bool {
-        let outcome = table.withLock { (t: inout [ResourceID: Record]) -> String? in
-            guard t[id] != nil else { return "\(id) is gone" }
-            do { try reserve(bytes) } catch { return "export shadow: \(error)" }
-            t[id]!.accountedBytes += bytes
-            return nil
-        }
-        guard let outcome else { return true }
-        reason += "; \(outcome)"
-        return false
-    }
-
-    private func releaseShadow(_ id: ResourceID, bytes: UInt64) {
-        table.withLock { t in
-            guard t[id] != nil else { return }
-            t[id]!.accountedBytes -= min(t[id]!.accountedBytes, bytes)
-            release(bytes)
-        }
-    }
-
-    private static func makeShadow(length: Int, name: String, onFailure: () -> Void) -> HostPixelStorage? {
-        if let shadow = try? HostPixelStorage(length: length, name: name) { return shadow }
-        onFailure()
-        return nil
-    }
-
-    public func scanoutDMABuffer(_ id: ResourceID) -> ScanoutDMABuffer? {
-        table.withLock { $0[id]?.texture }
-    }
-
-    /// Reads the whole resource `res` back into its shadow.
-    private func refreshShadow(_ shadow: HostPixelStorage, _ res: Record) {
-        let box = VirglBox(width: res.args.width, height: res.args.height)
-        try? virgl.sync { try $0.readPixels(res.args.resourceID, box: box, stride: Int(res.args.width) * 4,
-                                            into: UnsafeMutableRawBufferPointer(start: shadow.base, count: shadow.length)) }
-    }
-
-    public func openHostBuffer(_ id: ResourceID) throws(GPUFailure) -> (fd: Int32, info: HostBufferInfo) {
-        guard let res = table.withLock({ $0[id] }) else { throw .invalidResourceID("\(id) does not exist") }
-        if let texture = res.texture, let info = res.exported {
-            do { return (try texture.buffer.exportFD(), info) } catch { throw .unspec("export of \(id): \(error)") }
-        }
-        guard let shadow = res.shadow, let info = res.exported else {
-            throw .unspec("\(id) has no host buffer yet (virgl resources get one at RESOURCE_ASSIGN_UUID)")
-        }
-        refreshShadow(shadow, res)
-        do { return (try shadow.buffer.exportFD(), info) } catch { throw .unspec("export of \(id): \(error)") }
-    }
 
     public func resources() -> [RendererResourceInfo] {
         table.withLock { t in
@@ -493,91 +400,5 @@ public final class VirglGPURenderer: GPURenderer3D {
             fences.cancelLast()
             throw Self.failure(error)
         }
-    }
-}
-
-/// Fences in flight and the thread that collects them from virglrenderer. With virglrenderer's
-/// sync thread (VIRGL_RENDERER_THREAD_SYNC), this thread sleeps in poll(2) on its fence eventfd
-/// and calls `virgl_renderer_poll` (on the render thread) as soon as a fence retired, else
-/// after 1 ms (the fallback: see `start`). Without it, `virgl_renderer_poll` runs every
-/// millisecond while any fence is pending. Either way, nothing runs while no fence is pending.
-final class FencePoller: @unchecked Sendable {
-    private struct Pending { let fenceID: UInt64; let context: UInt32; let completed: @Sendable () -> Void }
-    private let pending = Mutex<[Pending]>([])
-    private let wake = DispatchSemaphore(value: 0)
-    private let stopping = Atomic<Bool>(false)
-    private let finished = DispatchSemaphore(value: 0)
-    /// Wakes the thread out of poll(2) at `stop`.
-    private let stopEvent = Atomic<Int32>(-1)
-
-    func start(_ virgl: VirglRenderer) {
-        let weakVirgl = WeakBox(virgl)
-        let fenceFD = (try? virgl.sync { $0.fencePollFD }) ?? -1
-        if fenceFD >= 0 { stopEvent.store((try? EventFD.make())?.release() ?? -1, ordering: .releasing) }
-        let stopFD = stopEvent.load(ordering: .acquiring)
-        startPollThread { [self] in
-            while !stopping.load(ordering: .acquiring) {
-                if pending.withLock({ $0.isEmpty }) { wake.wait(); continue }
-                if fenceFD >= 0 && stopFD >= 0 {
-                    // Readable once virglrenderer's sync thread saw a fence retire (virgl_renderer_poll
-                    // drains it): such fences complete at once. The 1 ms timeout stays as the
-                    // fallback poll: measured with virglrenderer 0.10.4 on llvmpipe, fences after
-                    // a guest context's SUBMIT_3D (kmscube) never made the fd readable, and only
-                    // virgl_renderer_poll retired them.
-                    var fds = [pollfd(fd: fenceFD, events: Int16(POLLIN), revents: 0), pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
-                    _ = try? Poll.wait(&fds, until: monotonicSeconds() + 0.001)
-                    if stopping.load(ordering: .acquiring) { break }
-                } else {
-                    usleep(1000)
-                }
-                guard let virgl = weakVirgl.value else { break }
-                let done = (try? virgl.sync { $0.pollFences() }) ?? []
-                guard !done.isEmpty else { continue }
-                // Callbacks run under the lock (they only queue the chain and signal an eventfd),
-                // so `pendingCount` never reads 0 while a completion is still on its way.
-                pending.withLock { p in
-                    for c in done {
-                        if let i = p.firstIndex(where: { $0.fenceID == c.fenceID && $0.context == c.contextID }) {
-                            p[i].completed()
-                            p.remove(at: i)
-                        }
-                    }
-                }
-            }
-            finished.signal()
-        }
-    }
-
-    func expect(_ fenceID: UInt64, context: UInt32, _ completed: @escaping @Sendable () -> Void) {
-        pending.withLock { $0.append(Pending(fenceID: fenceID, context: context, completed: completed)) }
-        wake.signal()
-    }
-
-    func cancelLast() { pending.withLock { _ = $0.popLast() } }
-
-    var pendingCount: Int { pending.withLock { $0.count } }
-
-    /// Device reset: fences pending are dropped (their chains were given back with the queue).
-    func dropAll() { pending.withLock { $0.removeAll() } }
-
-    func stop() {
-        stopping.store(true, ordering: .releasing)
-        wake.signal()
-        let fd = stopEvent.load(ordering: .acquiring)
-        if fd >= 0 { EventFD.signal(fd) }
-    }
-
-    deinit {
-        let fd = stopEvent.load(ordering: .acquiring)
-        if fd >= 0 { close(fd) }
-    }
-
-    private final class WeakBox: @unchecked Sendable {
-        weak var value: VirglRenderer?
-        init(_ v: VirglRenderer) { value = v }
-    }
-
-    private func startPollThread(_ body: @escaping @Sendable () -> Void) {
-        startThread(name: "virgl-fences", body)
     }
 }
