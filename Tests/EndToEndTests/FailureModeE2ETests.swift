@@ -13,16 +13,6 @@ import Glibc
 #endif
 import SystemSupport
 
-/// Threads of this process whose name starts with `prefix` (from /proc/self/task/*/comm).
-func threadCount(named prefix: String) -> Int {
-    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-    return tasks.filter { t in
-        guard let h = FileHandle(forReadingAtPath: "/proc/self/task/\(t)/comm"), let d = try? h.readToEnd() else { return false }
-        try? h.close()
-        return String(decoding: d, as: UTF8.self).hasPrefix(prefix)
-    }.count
-}
-
 /// Issue 11 §3 and §4 through the whole device: floods and peers that vanish.
 @Suite(.serialized) struct FailureModeE2ETests {
     /// §3.3: 300 GPU_SET_SOCKETs, each display peer silent, while a 1024x768 head is shown (each

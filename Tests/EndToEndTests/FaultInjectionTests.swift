@@ -48,21 +48,11 @@ final class BackendUnderTest {
     var alive: Bool { backend.isRunning }
 
     /// The backend's open fds as "number→target".
-    var fds: Set<String> {
-        let d = "/proc/\(pid)/fd"
-        return Set(((try? FileManager.default.contentsOfDirectory(atPath: d)) ?? []).compactMap { fd in
-            (try? FileManager.default.destinationOfSymbolicLink(atPath: d + "/" + fd)).map { "\(fd)→" + $0 }
-        })
-    }
+    var fds: Set<String> { openFDSet(pid: pid) }
 
     /// Waits until the backend's fd set is `baseline` again; returns what is still extra.
     func fdsBack(to baseline: Set<String>, timeout: Double = 5) -> Set<String> {
-        let deadline = monotonicSeconds() + timeout
-        while true {
-            let extra = fds.subtracting(baseline)
-            if extra.isEmpty || monotonicSeconds() > deadline { return extra }
-            usleep(20_000)
-        }
+        fdsLeaked(since: baseline, timeout: timeout, pid: pid)
     }
 
     /// VmRSS in KiB.

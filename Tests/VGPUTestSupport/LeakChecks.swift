@@ -3,21 +3,22 @@ import Foundation
 import Glibc
 #endif
 
-/// Open fds as "number→target". Leak checks compare sets, not counts, so fds that other
-/// tests close meanwhile do not matter.
-public func openFDSet() -> Set<String> {
-    let dir = "/proc/self/fd"
+/// Open fds of this process (or of process `pid`) as "number→target". Leak checks compare sets,
+/// not counts, so fds that other tests close meanwhile do not matter.
+public func openFDSet(pid: Int32? = nil) -> Set<String> {
+    let dir = "/proc/\(pid.map(String.init) ?? "self")/fd"
     // An fd that is gone by the time its link is read (the listing's own directory fd) is not open.
     return Set(((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).compactMap { fd in
         (try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + fd)).map { "\(fd)→" + $0 }
     })
 }
 
-/// Waits until every fd opened since `before` is closed again; returns those still open.
-public func fdsLeaked(since before: Set<String>, timeout: Double = 2) -> Set<String> {
+/// Waits until every fd opened since `before` (in this process, or in process `pid`) is closed
+/// again; returns those still open.
+public func fdsLeaked(since before: Set<String>, timeout: Double = 2, pid: Int32? = nil) -> Set<String> {
     let deadline = Date().addingTimeInterval(timeout)
     while true {
-        let extra = openFDSet().subtracting(before)
+        let extra = openFDSet(pid: pid).subtracting(before)
         if extra.isEmpty || Date() > deadline { return extra }
         usleep(20_000)
     }
@@ -30,4 +31,14 @@ public func residentKiB() -> Int {
     try? handle.close()
     let parts = String(decoding: data, as: UTF8.self).split(separator: " ")
     return parts.count > 1 ? (Int(parts[1]) ?? 0) * Int(getpagesize()) / 1024 : -1
+}
+
+/// Threads of this process whose name starts with `prefix` (from /proc/self/task/*/comm).
+public func threadCount(named prefix: String) -> Int {
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+    return tasks.filter { t in
+        guard let h = FileHandle(forReadingAtPath: "/proc/self/task/\(t)/comm"), let d = try? h.readToEnd() else { return false }
+        try? h.close()
+        return String(decoding: d, as: UTF8.self).hasPrefix(prefix)
+    }.count
 }
