@@ -22,15 +22,7 @@ struct QEMUKillTests {
             // The guest is drawing its colour bars: kill QEMU in the middle of it.
             try await guest.waitForReady("fbcon-clear")
             try guest.acknowledge("fbcon-clear")
-            let qemu = try #require(guest.qemu), backend = try #require(guest.backend)
-            kill(qemu.pid, SIGKILL)
-            _ = await qemu.waitForExit(timeout: .seconds(10))
-            let status = await backend.waitForExit(timeout: .seconds(15))
-            let log = backend.log()
-            #expect(status == 0, "backend status \(status.map(String.init) ?? "still running"): \(backend.log(lastLines: 20))")
-            #expect(log.contains("frontend disconnected") || log.contains("connection closed"),
-                    "no log line about the frontend: \(backend.log(lastLines: 20))")
-            #expect(!log.contains("SIGBUS") && !log.contains("Fatal error"))
+            try await Self.killQEMUAndExpectACleanBackendExit(guest)
         }
     }
 
@@ -52,17 +44,25 @@ struct QEMUKillTests {
                 if case let .result(r) = $0 { return r.name == "flip.setcrtc" } else { return false }
             }
             try await Task.sleep(for: .milliseconds(1500))   // well into the flips
-            let qemu = try #require(guest.qemu), backend = try #require(guest.backend)
-            kill(qemu.pid, SIGKILL)
-            // The flip loop (60 s) had not ended: no flip.rate result, so the kill hit it.
-            #expect(!guest.serialLines.contains { if case let .result(r)? = $0.event { return r.name == "flip.rate" } else { return false } })
-            _ = await qemu.waitForExit(timeout: .seconds(10))
-            let status = await backend.waitForExit(timeout: .seconds(15))
-            let log = backend.log()
-            #expect(status == 0, "backend status \(status.map(String.init) ?? "still running"): \(backend.log(lastLines: 20))")
-            #expect(log.contains("frontend disconnected") || log.contains("connection closed"),
-                    "no log line about the frontend: \(backend.log(lastLines: 20))")
-            #expect(!log.contains("SIGBUS") && !log.contains("Fatal error"))
+            try await Self.killQEMUAndExpectACleanBackendExit(guest) {
+                // The flip loop (60 s) had not ended: no flip.rate result, so the kill hit it.
+                #expect(!guest.serialLines.contains { if case let .result(r)? = $0.event { return r.name == "flip.rate" } else { return false } })
+            }
         }
+    }
+
+    /// SIGKILL to QEMU (then `afterKill`, right away), and the backend's documented answer:
+    /// status 0 within seconds, one log line saying the frontend went away, no signal.
+    static func killQEMUAndExpectACleanBackendExit(_ guest: GuestSession, afterKill: () -> Void = {}) async throws {
+        let qemu = try #require(guest.qemu), backend = try #require(guest.backend)
+        kill(qemu.pid, SIGKILL)
+        afterKill()
+        _ = await qemu.waitForExit(timeout: .seconds(10))
+        let status = await backend.waitForExit(timeout: .seconds(15))
+        let log = backend.log()
+        #expect(status == 0, "backend status \(status.map(String.init) ?? "still running"): \(backend.log(lastLines: 20))")
+        #expect(log.contains("frontend disconnected") || log.contains("connection closed"),
+                "no log line about the frontend: \(backend.log(lastLines: 20))")
+        #expect(!log.contains("SIGBUS") && !log.contains("Fatal error"))
     }
 }
