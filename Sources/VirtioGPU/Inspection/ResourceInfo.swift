@@ -1,4 +1,5 @@
 import HostBuffers
+import VirtioCore
 
 /// One resource as `snapshot()` reports it (for the control socket and `vgpuctl`). Backing is
 /// reported as a count and a byte total: guest addresses are never shown.

@@ -1,5 +1,5 @@
 import Synchronization
-import VhostUser
+import VirtioCore
 
 /// A UUID's life as the UUID observer sees it.
 public enum ResourceUUIDChange: Equatable, Sendable {
