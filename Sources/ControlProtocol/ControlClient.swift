@@ -1,7 +1,6 @@
 import CShims
 import Foundation
 import SystemPackage
-import VhostUser
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,8 +1,8 @@
 import ControlProtocol
+import VirtioCore
 import Foundation
 import Logging
 import Synchronization
-import VhostUser
 import VirtioGPU
 #if canImport(Glibc)
 import Glibc

@@ -1,9 +1,7 @@
 import ArgumentParser
 import ControlProtocol
-import ControlServer
 import Foundation
-import VhostUser
-import VirtioGPU
+import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -239,7 +237,7 @@ struct Dump: ParsableCommand {
             let client = try connection.connect()
             let (result, fd) = try client.call(.dump, resource: resource)
             guard let b = result.buffer, let fd else { fail(ControlClientError.protocolError("dump reply without a buffer fd")) }
-            guard let format = DRMFourCC.format(named: b.fourcc) else {
+            guard let offsets = DRMFourCC.rgbByteOffsets(named: b.fourcc) else {
                 fail(ControlClientError.protocolError("unexpected format \(b.fourcc)"))
             }
             // The server's numbers are checked against each other and against the fd's real
@@ -253,7 +251,7 @@ struct Dump: ParsableCommand {
                 fail(ControlClientError.protocolError("cannot map the buffer: \(String(cString: strerror(errno)))"))
             }
             defer { munmap(p, b.size) }
-            let rgb = convertToRGB(UnsafeRawPointer(p) + b.offset, format: format, width: Int(b.width), height: Int(b.height), stride: b.stride)
+            let rgb = convertToRGB(UnsafeRawPointer(p) + b.offset, offsets: offsets, width: Int(b.width), height: Int(b.height), stride: b.stride)
             let png = PNG.encodeRGB(width: Int(b.width), height: Int(b.height), rgb: rgb)
             guard FileManager.default.createFile(atPath: output, contents: Data(png)) else {
                 fail(ControlClientError.protocolError("cannot write \(output)"))

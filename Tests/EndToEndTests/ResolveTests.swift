@@ -88,7 +88,7 @@ import SystemSupport
         server.start()
         defer { server.stop(); _ = rig.disconnect() }
         let u = try exported(rig, id: 4)
-        let uuid = try #require(BufferUUID(string: u.description))
+        let uuid = try #require(ResourceUUID(string: u.description))
         #expect(uuid.bytes == u.bytes && uuid.description == u.description)
 
         let client = try ResolveClient(path: server.path)
@@ -98,7 +98,7 @@ import SystemSupport
         #expect(b.layout.stride == 32 && b.layout.handleType == "memfd" && b.layout.kind == "memfd" && b.layout.coherency == "on-transfer")
         #expect(try client.show(uuid: uuid)?.resource == 4)
         #expect(try client.exists(uuid: uuid))
-        #expect(try client.show(uuid: BufferUUID(bytes: [UInt8](repeating: 1, count: 16))!) == nil)
+        #expect(try client.show(uuid: ResourceUUID(bytes: [UInt8](repeating: 1, count: 16))!) == nil)
         #expect(try client.release(uuid: uuid) == 1)
         #expect(try rig.driver.unref(id: 4).type == OK)
         #expect(try !client.exists(uuid: uuid))

@@ -1,0 +1,47 @@
+import ControlProtocol
+import Synchronization
+import VirtioCore
+
+/// The control socket's lifecycle events a holder cares about (`watch`).
+public struct ResolveEvent: Equatable, Sendable {
+    /// "unref", "device-reset", "device-disconnected" (and the other kinds: "created",
+    /// "uuid-assigned", "device-connected", "dropped").
+    public var kind: String
+    public var device: UInt32
+    public var resource: UInt32?
+    public var uuid: ResourceUUID?
+    /// Events the server dropped before this one (its queue was full): a holder must then
+    /// assume anything may have gone.
+    public var dropped: Int
+}
+
+/// A `watch` subscription on its own connection. Poll `fileDescriptor` for input, then call
+/// `events()`; an error means the connection is gone (the backend exited or dropped us).
+public final class ResolveWatch: Sendable {
+    public let path: String
+    private let connection: Mutex<LineConnection>
+    /// Readable when event lines are waiting.
+    public let fileDescriptor: Int32
+
+    public init(path: String, timeout: Double = 2) throws(ResolveError) {
+        self.path = path
+        var c = try LineConnection(path: path)
+        _ = try c.call(ControlRequest(id: 0, method: .watch), timeout: timeout)
+        fileDescriptor = c.socket.rawValue
+        connection = Mutex(c)
+    }
+
+    /// Every event already received, reading what the socket has without blocking.
+    public func events() throws(ResolveError) -> [ResolveEvent] {
+        try connection.withLock { c throws(ResolveError) -> [ResolveEvent] in
+            try c.fill(wait: 0)
+            var out: [ResolveEvent] = []
+            while let (line, _) = c.takeLine() {
+                guard let reply = try? ControlCodec.decodeResponse(line), let e = reply.event else { continue }
+                out.append(ResolveEvent(kind: e.kind, device: e.device, resource: e.resource, uuid: e.uuid.flatMap(ResourceUUID.init(string:)),
+                                        dropped: e.dropped ?? 0))
+            }
+            return out
+        }
+    }
+}
