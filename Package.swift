@@ -38,6 +38,13 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
+        // What the daemons' command lines share: --verbose and the logging set-up, the
+        // --socket-path/--fd endpoint checks.
+        .target(name: "CommandLineSupport", dependencies: [
+            "SystemSupport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
         // Guest memory map and split virtqueues. No sockets, no device knowledge.
         .target(name: "VirtioCore", dependencies: ["CShims"], swiftSettings: swiftSettings),
         // vhost-user protocol: codec, fd-passing socket, backend server loop, device protocol.
@@ -107,7 +114,7 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-import-device", dependencies: [
-            "ImportDevice", "SystemSupport", "VhostUser", "VGPUResolve",
+            "ImportDevice", "CommandLineSupport", "SystemSupport", "VhostUser", "VGPUResolve",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
@@ -127,7 +134,7 @@ let package = Package(
         .target(name: "CGuestDRM"),
         .executableTarget(name: "vgpu-guest-test", dependencies: ["CGuestDRM"], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-backend", dependencies: [
-            "SystemSupport", "VhostUser", "VirtioGPU", "DisplayChannel", "ControlProtocol", "ControlServer", "HostBuffers", "VirglRenderer",
+            "CommandLineSupport", "SystemSupport", "VhostUser", "VirtioGPU", "DisplayChannel", "ControlProtocol", "ControlServer", "HostBuffers", "VirglRenderer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
