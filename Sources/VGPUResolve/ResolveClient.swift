@@ -94,13 +94,13 @@ public final class ResolveClient: Sendable {
     public let path: String
     /// Seconds a reply may take before the connection is given up.
     public let timeout: Double
-    private let connection: Mutex<LineConnection>
+    private let connection: Mutex<ControlClient>
 
     /// Connects; throws at once when the socket is missing (`noSocket`) or refuses (`refused`).
     public init(path: String, timeout: Double = 2) throws(ResolveError) {
         self.path = path
         self.timeout = timeout
-        connection = Mutex(try LineConnection(path: path))
+        connection = Mutex(try ControlClient(resolvingThrough: path))
     }
 
     /// `resolve`: the buffer's fd and layout, and a hold recorded for this connection (shown as
@@ -108,7 +108,7 @@ public final class ResolveClient: Sendable {
     /// resource does.
     public func resolve(uuid: ResourceUUID, holder: String) throws(ResolveError) -> ResolvedBuffer {
         let (reply, fd) = try call(.resolve, resource: uuid.description, holder: holder)
-        guard let b = reply.result?.buffer else { throw .connectionLost(path: path, why: "resolve reply without a buffer") }
+        guard let b = reply.buffer else { throw .connectionLost(path: path, why: "resolve reply without a buffer") }
         guard let fd else { throw .connectionLost(path: path, why: "resolve reply without an fd") }
         return ResolvedBuffer(fd: fd, layout: ResolvedLayout(b, uuid: uuid))
     }
@@ -117,7 +117,7 @@ public final class ResolveClient: Sendable {
     /// the resource went away: its holds went with it).
     @discardableResult
     public func release(uuid: ResourceUUID) throws(ResolveError) -> Int {
-        try call(.release, resource: uuid.description).0.result?.released ?? 0
+        try call(.release, resource: uuid.description).0.released ?? 0
     }
 
     /// `show`: the layout of the resource that has `uuid` now (no fd, no hold; offset 0), or
@@ -125,7 +125,7 @@ public final class ResolveClient: Sendable {
     public func show(uuid: ResourceUUID) throws(ResolveError) -> ResolvedLayout? {
         do throws(ResolveError) {
             let (reply, _) = try call(.show, resource: uuid.description)
-            guard let r = reply.result?.detail?.resource else { throw ResolveError.connectionLost(path: path, why: "show reply without a resource") }
+            guard let r = reply.detail?.resource else { throw ResolveError.connectionLost(path: path, why: "show reply without a resource") }
             return ResolvedLayout(uuid: uuid, device: r.device, resource: r.id, fourcc: DRMFourCC.code(r.fourcc) ?? 0, width: r.width, height: r.height,
                                   stride: r.stride, offset: 0, size: r.hostBuffer.size, kind: r.hostBuffer.kind,
                                   coherency: r.hostBuffer.coherency, handleType: "", modifier: 0)
@@ -144,10 +144,10 @@ public final class ResolveClient: Sendable {
         _ = try show(uuid: ResourceUUID(bytes: [UInt8](repeating: 0, count: 16))!)
     }
 
-    private func call(_ method: ControlMethod, resource: String, holder: String? = nil) throws(ResolveError) -> (ControlResponse, OwnedFileDescriptor?) {
-        let timeout = self.timeout
+    private func call(_ method: ControlMethod, resource: String, holder: String? = nil) throws(ResolveError) -> (ControlResult, OwnedFileDescriptor?) {
+        let (path, timeout) = (self.path, self.timeout)
         return try connection.withLock { c throws(ResolveError) in
-            try c.call(ControlRequest(id: 0, method: method, resource: resource, holder: holder), timeout: timeout)
+            do throws(ControlClientError) { return try c.call(method, resource: resource, holder: holder, timeout: timeout) } catch { throw ResolveError(error, path: path) }
         }
     }
 }
@@ -160,114 +160,33 @@ extension ResolvedLayout {
     }
 }
 
-/// One control socket connection: request lines out, reply lines (and fds) in (the wire types
-/// and codec are ControlProtocol's).
-struct LineConnection {
-    let path: String
-    let socket: OwnedFileDescriptor
-    private var buffer: [UInt8] = []
-    private var fds: [OwnedFileDescriptor] = []
-    private var nextID = 1
-
-    init(path: String) throws(ResolveError) {
-        self.path = path
-        do { socket = try UnixSocket.connect(path: path) } catch {
-            switch error {
-            case .noSuchFileOrDirectory: throw .noSocket(path: path)
-            case .connectionRefused: throw .refused(path: path)
-            case .permissionDenied: throw .permissionDenied(path: path, message: "no access to the socket file")
-            default: throw .connect(path: path, errno: error.rawValue)
-            }
-        }
-        var tv = timeval(tv_sec: 2, tv_usec: 0)
-        _ = setsockopt(socket.rawValue, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        buffer.reserveCapacity(64 * 1024)
+extension ControlClient {
+    /// A connection for ResolveClient and ResolveWatch: a send to a backend that does not read
+    /// gives up after 2 s, and connection failures are ResolveErrors.
+    convenience init(resolvingThrough path: String) throws(ResolveError) {
+        do { try self.init(path: path, sendTimeout: 2) } catch { throw ResolveError(error, path: path) }
     }
+}
 
-    /// Sends `request` (its id replaced) and returns the reply with that id and the fd that came
-    /// with it. Event lines of a watch on this connection are kept for `takeLine`.
-    mutating func call(_ request: ControlRequest, timeout: Double) throws(ResolveError) -> (ControlResponse, OwnedFileDescriptor?) {
-        var request = request
-        request.id = nextID
-        nextID += 1
-        fds.removeAll()
-        let line = ControlCodec.encodeLine(request)
-        var sendError: Errno?
-        do { try UnixSocket.send(socket.rawValue, [line]) } catch { sendError = error }
-        // A refused peer gets its reason before the server closes: read it even if send failed.
-        let deadline = monotonicSeconds() + timeout
-        while true {
-            guard let (bytes, fd) = takeLine(matching: request.id) else {
-                let left = deadline - monotonicSeconds()
-                guard left > 0 else { throw .connectionLost(path: path, why: "no reply within \(timeout) s") }
-                do { try fill(wait: left) } catch {
-                    if let sendError { throw .connectionLost(path: path, why: "cannot send: \(sendError)") }
-                    throw error
-                }
-                continue
+extension ResolveError {
+    /// What the control client's error means to an importer.
+    init(_ error: ControlClientError, path: String) {
+        switch error {
+        case .noSocket: self = .noSocket(path: path)
+        case let .connect(_, errno):
+            switch errno {
+            case ENOENT: self = .noSocket(path: path)
+            case ECONNREFUSED: self = .refused(path: path)
+            case EACCES: self = .permissionDenied(path: path, message: "no access to the socket file")
+            default: self = .connect(path: path, errno: errno)
             }
-            guard let reply = try? ControlCodec.decodeResponse(bytes) else {
-                throw .connectionLost(path: path, why: "unreadable reply: \(String(decoding: bytes.prefix(200), as: UTF8.self))")
+        case let .server(e):
+            switch e.code {
+            case .notFound: self = .notFound(e.message)
+            case .permissionDenied: self = .permissionDenied(path: path, message: e.message)
+            default: self = .server(code: e.code.rawValue, message: e.message)
             }
-            if let e = reply.error {
-                switch e.code {
-                case .notFound: throw .notFound(e.message)
-                case .permissionDenied: throw .permissionDenied(path: path, message: e.message)
-                default: throw .server(code: e.code.rawValue, message: e.message)
-                }
-            }
-            return (reply, fd)
+        case let .protocolError(why): self = .connectionLost(path: path, why: why)
         }
-    }
-
-    /// The next complete line (and the fd received with it), if any.
-    mutating func takeLine() -> ([UInt8], OwnedFileDescriptor?)? {
-        guard let nl = buffer.firstIndex(of: UInt8(ascii: "\n")) else { return nil }
-        let line = Array(buffer[..<nl])
-        buffer.removeSubrange(...nl)
-        return (line, fds.isEmpty ? nil : fds.removeFirst())
-    }
-
-    /// The reply line whose id is `id` (or that has no id: an error about an unparsable
-    /// request); event lines before it stay queued in order, other lines are dropped.
-    private mutating func takeLine(matching id: Int) -> ([UInt8], OwnedFileDescriptor?)? {
-        var start = buffer.startIndex
-        while let nl = buffer[start...].firstIndex(of: UInt8(ascii: "\n")) {
-            let line = Array(buffer[start..<nl])
-            if let reply = try? ControlCodec.decodeResponse(line), reply.event == nil, reply.id == nil || reply.id == id {
-                buffer.removeSubrange(start...nl)
-                // The server sends an fd only with a reply (export, resolve), never with an event line.
-                return (line, fds.isEmpty ? nil : fds.removeFirst())
-            }
-            start = nl + 1
-        }
-        return nil
-    }
-
-    /// Reads what the socket has, waiting up to `wait` seconds for the first bytes.
-    mutating func fill(wait: Double) throws(ResolveError) {
-        var p = pollfd(fd: socket.rawValue, events: Int16(POLLIN), revents: 0)
-        let ready = poll(&p, 1, Int32(max(0, wait) * 1000))
-        if ready == 0 {
-            if wait > 0 { throw .connectionLost(path: path, why: "no reply within \(wait) s") }
-            return
-        }
-        var raw = [Int32](repeating: -1, count: 4)
-        var nfds: Int32 = 0, truncated: Int32 = 0
-        let chunk = 64 * 1024
-        let old = buffer.count
-        buffer.append(contentsOf: repeatElement(0, count: chunk))
-        let n = buffer.withUnsafeMutableBytes { b in
-            raw.withUnsafeMutableBufferPointer { r in
-                vgpu_recvmsg_fds(socket.rawValue, b.baseAddress! + old, chunk, r.baseAddress, 4, &nfds, &truncated)
-            }
-        }
-        buffer.removeLast(chunk - max(0, n))
-        for i in 0..<Int(nfds) { fds.append(OwnedFileDescriptor(raw[i])) }
-        if n < 0 {
-            if errno == EAGAIN || errno == EINTR { return }
-            throw .connectionLost(path: path, why: "receive: \(String(cString: strerror(errno)))")
-        }
-        if n == 0 { throw .connectionLost(path: path, why: "connection closed by the backend") }
     }
 }

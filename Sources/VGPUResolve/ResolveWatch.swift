@@ -19,29 +19,27 @@ public struct ResolveEvent: Equatable, Sendable {
 /// `events()`; an error means the connection is gone (the backend exited or dropped us).
 public final class ResolveWatch: Sendable {
     public let path: String
-    private let connection: Mutex<LineConnection>
+    private let connection: Mutex<ControlClient>
     /// Readable when event lines are waiting.
     public let fileDescriptor: Int32
 
     public init(path: String, timeout: Double = 2) throws(ResolveError) {
         self.path = path
-        var c = try LineConnection(path: path)
-        _ = try c.call(ControlRequest(id: 0, method: .watch), timeout: timeout)
-        fileDescriptor = c.socket.rawValue
+        let c = try ControlClient(resolvingThrough: path)
+        do { _ = try c.call(.watch, timeout: timeout) } catch { throw ResolveError(error, path: path) }
+        fileDescriptor = c.fileDescriptor
         connection = Mutex(c)
     }
 
     /// Every event already received, reading what the socket has without blocking.
     public func events() throws(ResolveError) -> [ResolveEvent] {
-        try connection.withLock { c throws(ResolveError) -> [ResolveEvent] in
-            try c.fill(wait: 0)
-            var out: [ResolveEvent] = []
-            while let (line, _) = c.takeLine() {
-                guard let reply = try? ControlCodec.decodeResponse(line), let e = reply.event else { continue }
-                out.append(ResolveEvent(kind: e.kind, device: e.device, resource: e.resource, uuid: e.uuid.flatMap(ResourceUUID.init(string:)),
-                                        dropped: e.dropped ?? 0))
+        let path = self.path
+        return try connection.withLock { c throws(ResolveError) -> [ResolveEvent] in
+            let events: [EventRecord]
+            do throws(ControlClientError) { events = try c.pendingEvents() } catch { throw ResolveError(error, path: path) }
+            return events.map { e in
+                ResolveEvent(kind: e.kind, device: e.device, resource: e.resource, uuid: e.uuid.flatMap(ResourceUUID.init(string:)), dropped: e.dropped ?? 0)
             }
-            return out
         }
     }
 }
