@@ -5,6 +5,7 @@
 //   CVirglRenderer, CEpoxy, CGBM (system libraries) -> CVirglGlue -> VirglRenderer (virgl 3D) -> VirtioGPU
 //   CShims, SystemSupport -> ControlProtocol (control socket wire + client) -> ControlServer (in vgpu-backend), vgpuctl
 //   ControlProtocol, VirtioCore (ResourceUUID) -> VGPUResolve (control socket client for importers) -> ImportDevice -> vgpu-import-device
+//   ArgumentParser, Logging, SystemSupport -> CommandLineSupport (--verbose, --socket-path/--fd) -> vgpu-backend, vgpu-import-device
 //   CImportWire (guest/vgpu-import wire header, FNV digest) -> ImportDevice, VhostUserFrontend
 // VhostUserFrontend is the driver side (tests, benchmarks); QEMUHarness boots real guests.
 import PackageDescription

@@ -33,21 +33,3 @@ public enum DRMFourCC {
     /// DRM_FORMAT_MOD_LINEAR.
     public static let linearModifier: UInt64 = 0
 }
-
-/// Converts `height` rows of 32-bit pixels (row pitch `stride`, colour bytes at `offsets`) to packed RGB.
-public func convertToRGB(_ base: UnsafeRawPointer, offsets: (r: Int, g: Int, b: Int), width: Int, height: Int, stride: Int) -> [UInt8] {
-    var rgb = [UInt8](repeating: 0, count: width * height * 3)
-    let src = base.assumingMemoryBound(to: UInt8.self)
-    rgb.withUnsafeMutableBufferPointer { d in
-        var i = 0
-        for y in 0..<height {
-            let row = src + y * stride
-            for x in 0..<width {
-                let p = row + x * 4
-                d[i] = p[offsets.r]; d[i + 1] = p[offsets.g]; d[i + 2] = p[offsets.b]
-                i += 3
-            }
-        }
-    }
-    return rgb
-}
