@@ -86,9 +86,8 @@ let package = Package(
         // The server side, inside vgpu-backend: the socket loop, request handling over the device
         // directory, the `resolve` holds.
         .target(name: "ControlServer", dependencies: [
-            "CShims", "SystemSupport", "ControlProtocol", "VirtioCore", "VirtioGPU",
+            "SystemSupport", "ControlProtocol", "VirtioCore", "VirtioGPU",
             .product(name: "Logging", package: "swift-log"),
-            .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),
         // virgl 3D: libvirglrenderer, libepoxy and GBM through pkg-config, a thin C glue (EGL
         // contexts and virglrenderer's callbacks), and the VirglRenderer module (one render thread).
@@ -105,8 +104,7 @@ let package = Package(
         // for any backend that imports them, on ControlProtocol's wire types and client: no GPU
         // device, no virglrenderer.
         .target(name: "VGPUResolve", dependencies: [
-            "CShims", "SystemSupport", "ControlProtocol", "VirtioCore",
-            .product(name: "SystemPackage", package: "swift-system"),
+            "SystemSupport", "ControlProtocol", "VirtioCore",
         ], swiftSettings: swiftSettings),
         // The importer device (vhost-user, on QEMU's vhost-user-i2c-pci): IMPORT/QUERY/RELEASE by UUID.
         .target(name: "ImportDevice", dependencies: [

@@ -1,13 +1,10 @@
-import CShims
 import ControlProtocol
-import VirtioCore
-import Foundation
 import Synchronization
-import SystemPackage
+import SystemSupport
+import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
-import SystemSupport
 
 /// What went wrong resolving a buffer, as one line.
 public enum ResolveError: Error, Equatable, Sendable, CustomStringConvertible {
