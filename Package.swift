@@ -46,7 +46,8 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
-        // Guest memory map and split virtqueues. No sockets, no device knowledge.
+        // Guest memory map, split virtqueues, and the virtio object UUID (ResourceUUID) every
+        // layer names exported resources by. No sockets, no device knowledge.
         .target(name: "VirtioCore", dependencies: ["CShims"], swiftSettings: swiftSettings),
         // vhost-user protocol: codec, fd-passing socket, backend server loop, device protocol.
         .target(name: "VhostUser", dependencies: [
