@@ -4,7 +4,7 @@ import ControlProtocol
 import ControlServer
 import Foundation
 import Testing
-import VGPUResolve
+@testable import VGPUResolve
 import VGPUTestSupport
 import VhostUser
 import FrontendSide
@@ -134,6 +134,21 @@ import SystemSupport
             #expect(!error.description.contains("\n"))
         }
         for e in [ResolveError.noSocket(path: missing), .refused(path: stale)] { #expect(!e.description.contains("\n")) }
+    }
+
+    /// ResolveClient runs on ControlProtocol's ControlClient: each of its errors means what the
+    /// importers' own connection used to say (connect errno, server code, broken connection).
+    @Test func controlClientErrorsMapToResolveErrors() {
+        let p = "/run/vgpu/1.sock"
+        #expect(ResolveError(.noSocket("m"), path: p) == .noSocket(path: p))
+        #expect(ResolveError(.connect("m", errno: ENOENT), path: p) == .noSocket(path: p))
+        #expect(ResolveError(.connect("m", errno: ECONNREFUSED), path: p) == .refused(path: p))
+        #expect(ResolveError(.connect("m", errno: EACCES), path: p) == .permissionDenied(path: p, message: "no access to the socket file"))
+        #expect(ResolveError(.connect("m", errno: EMFILE), path: p) == .connect(path: p, errno: EMFILE))
+        #expect(ResolveError(.server(ControlError(.notFound, "gone")), path: p) == .notFound("gone"))
+        #expect(ResolveError(.server(ControlError(.permissionDenied, "no")), path: p) == .permissionDenied(path: p, message: "no"))
+        #expect(ResolveError(.server(ControlError(.busy, "full")), path: p) == .server(code: "busy", message: "full"))
+        #expect(ResolveError(.protocolError("connection closed"), path: p) == .connectionLost(path: p, why: "connection closed"))
     }
 }
 
