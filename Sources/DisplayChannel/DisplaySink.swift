@@ -1,3 +1,8 @@
+// What the device shows things on: the `DisplaySink` protocol that scanouts, updates and the
+// cursor go to, the value types it speaks in (PixelRect, DisplayMode, DisplayDMABuf, the dmabuf
+// update result), and `NullDisplay`. The sinks: VhostUserGPUDisplay (QEMU's display socket) and
+// MailboxDisplay (a mailbox in front of it).
+
 import SystemPackage
 
 /// A rectangle in scanout or resource pixel coordinates.

@@ -5,8 +5,6 @@
 // reply at all, and DMABUF_UPDATE is answered when the display has flushed, which may come
 // after the replies to later requests if the console did not block.
 
-import Logging
-
 struct DisplayReplyQueue {
     /// Who takes an owed reply.
     enum Role {
@@ -32,9 +30,11 @@ struct DisplayReplyQueue {
     }
 
     /// What one message from QEMU meant.
-    enum Match {
-        /// A waiter's result is ready, or a reply nobody waits for was dropped.
-        case handled
+    enum Match: Equatable {
+        /// A waiter's result is ready.
+        case delivered
+        /// A late reply nobody waits for any more: read and dropped.
+        case dropped(DisplayRequest)
         /// The GET_PROTOCOL_FEATURES reply of the feature exchange.
         case negotiation(DisplayMessage)
         /// Not a reply that is owed: the stream cannot be trusted any more.
@@ -75,11 +75,13 @@ struct DisplayReplyQueue {
         }
     }
 
-    /// Matches one message from QEMU against the replies it owes.
-    mutating func match(_ message: DisplayMessage, logger: Logger) -> Match {
+    /// Matches one message from QEMU against the replies it owes. `unansweredEDIDs`: how many
+    /// GET_EDID the message proved QEMU will never answer (their waiters get `.dropped`).
+    mutating func match(_ message: DisplayMessage) -> (match: Match, unansweredEDIDs: Int) {
+        var unansweredEDIDs = 0
         guard message.isReply, let request = message.request, let size = request.replyPayloadSize,
               Int(message.header.size) == size else {
-            return .broken("malformed message from QEMU: request \(message.header.request), flags 0x\(String(message.header.flags.rawValue, radix: 16)), size \(message.header.size)")
+            return (.broken("malformed message from QEMU: request \(message.header.request), flags 0x\(String(message.header.flags.rawValue, radix: 16)), size \(message.header.size)"), 0)
         }
         var i = 0
         while i < pending.count {
@@ -87,11 +89,12 @@ struct DisplayReplyQueue {
             if entry.request == request {
                 pending.remove(at: i)
                 switch entry.role {
-                case .negotiation: return .negotiation(message)
-                case .waiter: results[entry.token] = .message(message)
-                case .discard: logger.debug("late \(request.name) reply dropped")
+                case .negotiation: return (.negotiation(message), unansweredEDIDs)
+                case .waiter:
+                    results[entry.token] = .message(message)
+                    return (.delivered, unansweredEDIDs)
+                case .discard: return (.dropped(request), unansweredEDIDs)
                 }
-                return .handled
             }
             switch entry.request {
             case .dmabufUpdate:
@@ -100,11 +103,11 @@ struct DisplayReplyQueue {
                 // QEMU 10 answers nothing to GET_EDID for a scanout >= max_outputs.
                 pending.remove(at: i)
                 if entry.role == .waiter { results[entry.token] = .dropped }
-                logger.warning("QEMU did not answer GET_EDID (scanout beyond its max_outputs?)")
+                unansweredEDIDs += 1
             default:
-                return .broken("unexpected \(request.name) reply from QEMU (expected: \(entry.request.name))")
+                return (.broken("unexpected \(request.name) reply from QEMU (expected: \(entry.request.name))"), unansweredEDIDs)
             }
         }
-        return .broken("unexpected \(request.name) reply from QEMU (none owed)")
+        return (.broken("unexpected \(request.name) reply from QEMU (none owed)"), unansweredEDIDs)
     }
 }

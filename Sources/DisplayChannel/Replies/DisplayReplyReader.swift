@@ -115,8 +115,13 @@ extension VhostUserGPUDisplay {
     /// Hands one message from QEMU to the reply queue and acts on what it meant.
     private func dispatchReply(_ state: inout DisplayReceiveState, _ message: DisplayMessage) {
         guard !isBroken else { return }
-        switch state.replies.match(message, logger: logger) {
-        case .handled: break
+        let (match, unansweredEDIDs) = state.replies.match(message)
+        for _ in 0..<unansweredEDIDs {
+            logger.warning("QEMU did not answer GET_EDID (scanout beyond its max_outputs?)")
+        }
+        switch match {
+        case .delivered: break
+        case .dropped(let request): logger.debug("late \(request.name) reply dropped")
         case .negotiation(let reply): applyNegotiation(reply)
         case .broken(let reason): socket.markBroken(reason)
         }

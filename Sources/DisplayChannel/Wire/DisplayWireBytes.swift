@@ -48,7 +48,7 @@ public struct DisplayFieldWriter {
     public mutating func i32(_ v: Int32) { base.storeBytes(of: v, toByteOffset: offset, as: Int32.self); offset += 4 }
     public mutating func u64(_ v: UInt64) { base.storeBytes(of: v, toByteOffset: offset, as: UInt64.self); offset += 8 }
     public mutating func raw(_ b: [UInt8]) {
-        b.withUnsafeBytes { (base + offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        b.withUnsafeBytes { if let src = $0.baseAddress { (base + offset).copyMemory(from: src, byteCount: $0.count) } }
         offset += b.count
     }
     public mutating func zeros(_ count: Int) { (base + offset).initializeMemory(as: UInt8.self, repeating: 0, count: count); offset += count }
@@ -72,7 +72,8 @@ extension DisplayWireEncodable {
 
     /// The bytes, in a new array.
     public func encoded() -> [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: Self.byteCount) { buffer, count in
+        guard Self.byteCount > 0 else { return [] }
+        return [UInt8](unsafeUninitializedCapacity: Self.byteCount) { buffer, count in
             store(to: buffer.baseAddress!)
             count = Self.byteCount
         }
