@@ -40,7 +40,7 @@ public final class VhostUserGPUDisplay: DisplaySink {
     }
 
     /// `VIRTIO_GPU_MAX_SCANOUTS`: scanout ids at or above this are never sent.
-    public static let maxScanouts = 16
+    public static let maxScanouts = DisplayInfoReply.maxScanouts
 
     let socket: DisplaySocket
     let options: Options

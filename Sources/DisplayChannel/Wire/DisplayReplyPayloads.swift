@@ -45,11 +45,12 @@ public struct DisplayInfoReply: DisplayPayload {
     public func write(_ w: inout DisplayFieldWriter) {
         w.u32(type)
         w.zeros(DisplayCtrlHeader.byteCount - 4)
-        for m in modes {
+        let sent = modes.prefix(Self.maxScanouts)
+        for m in sent {
             w.u32(m.rect.x); w.u32(m.rect.y); w.u32(m.rect.width); w.u32(m.rect.height)
             w.u32(m.enabled ? 1 : 0); w.u32(m.flags)
         }
-        w.zeros((Self.maxScanouts - modes.count) * Self.modeByteCount)
+        w.zeros((Self.maxScanouts - sent.count) * Self.modeByteCount)
     }
 }
 

@@ -36,22 +36,29 @@ public struct DisplayByteReader: Sendable {
     public mutating func skip(_ count: Int) { precondition(offset + count <= bytes.count); offset += count }
 }
 
-/// Stores native-endian fields in order at `base` (unaligned stores are allowed). The caller
-/// provides at least the struct's `byteCount` writable bytes: a scratch buffer on the send path
-/// (no allocation), a fresh array in `encoded()`.
+/// Stores native-endian fields in order at `base` (unaligned stores are allowed), never past
+/// `capacity` bytes (a struct whose variable part has the wrong length traps instead of writing
+/// out of bounds). The memory is a scratch buffer on the send path (no allocation), or a fresh
+/// array in `encoded()`.
 public struct DisplayFieldWriter {
     public let base: UnsafeMutableRawPointer
+    public let capacity: Int
     public private(set) var offset = 0
-    public init(_ base: UnsafeMutableRawPointer) { self.base = base }
+    public init(_ base: UnsafeMutableRawPointer, capacity: Int) { self.base = base; self.capacity = capacity }
 
-    public mutating func u32(_ v: UInt32) { base.storeBytes(of: v, toByteOffset: offset, as: UInt32.self); offset += 4 }
-    public mutating func i32(_ v: Int32) { base.storeBytes(of: v, toByteOffset: offset, as: Int32.self); offset += 4 }
-    public mutating func u64(_ v: UInt64) { base.storeBytes(of: v, toByteOffset: offset, as: UInt64.self); offset += 8 }
-    public mutating func raw(_ b: [UInt8]) {
-        b.withUnsafeBytes { if let src = $0.baseAddress { (base + offset).copyMemory(from: src, byteCount: $0.count) } }
-        offset += b.count
+    private mutating func advance(_ count: Int) -> UnsafeMutableRawPointer {
+        precondition(count >= 0 && offset + count <= capacity, "wire struct larger than its byteCount")
+        defer { offset += count }
+        return base + offset
     }
-    public mutating func zeros(_ count: Int) { (base + offset).initializeMemory(as: UInt8.self, repeating: 0, count: count); offset += count }
+    public mutating func u32(_ v: UInt32) { advance(4).storeBytes(of: v, as: UInt32.self) }
+    public mutating func i32(_ v: Int32) { advance(4).storeBytes(of: v, as: Int32.self) }
+    public mutating func u64(_ v: UInt64) { advance(8).storeBytes(of: v, as: UInt64.self) }
+    public mutating func raw(_ b: [UInt8]) {
+        let dst = advance(b.count)
+        b.withUnsafeBytes { if let src = $0.baseAddress { dst.copyMemory(from: src, byteCount: $0.count) } }
+    }
+    public mutating func zeros(_ count: Int) { advance(count).initializeMemory(as: UInt8.self, repeating: 0, count: count) }
 }
 
 /// Something with a fixed size on the display socket that this side writes.
@@ -65,9 +72,9 @@ public protocol DisplayWireEncodable: Sendable {
 extension DisplayWireEncodable {
     /// Writes the `byteCount` bytes at `p` (no allocation).
     public func store(to p: UnsafeMutableRawPointer) {
-        var w = DisplayFieldWriter(p)
+        var w = DisplayFieldWriter(p, capacity: Self.byteCount)
         write(&w)
-        assert(w.offset == Self.byteCount)
+        precondition(w.offset == Self.byteCount, "wire struct smaller than its byteCount")
     }
 
     /// The bytes, in a new array.
