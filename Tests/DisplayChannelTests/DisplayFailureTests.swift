@@ -234,7 +234,5 @@ struct DisplayFailureTests {
 }
 
 func DisplayMessageHeaderBytes(request: UInt32, flags: UInt32, size: UInt32) -> [UInt8] {
-    var w = DisplayByteWriter()
-    DisplayMessageHeader(request: request, flags: DisplayMessageFlags(rawValue: flags), size: size).encode(into: &w)
-    return w.bytes
+    DisplayMessageHeader(request: request, flags: DisplayMessageFlags(rawValue: flags), size: size).encoded()
 }
