@@ -144,11 +144,7 @@ public final class MailboxDisplay: DisplaySink {
         self.state = Mutex(State())
         // The sender holds the mailbox until `close()`.
         do throws(Errno) {
-            let thread = try startThread { [self] in
-                vgpu_set_thread_name("vgpu-display")
-                run()
-            }
-            pthread_detach(thread)
+            try startDetachedThread(name: "vgpu-display") { [self] in run() }
         } catch {
             // No thread: nothing could be sent later, so nothing is accepted.
             state.withLock { $0.closing = true }

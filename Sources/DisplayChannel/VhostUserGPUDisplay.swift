@@ -73,10 +73,10 @@ public final class VhostUserGPUDisplay: DisplaySink {
     /// is read by the first call that needs it. On a thrown error `socket` has been closed.
     public init(socket: FileDescriptor, options: Options = Options(),
                 logger: Logger = Logger(label: "vgpu.display")) throws(Errno) {
-        let wake: WakeChannel
+        let wake: OwnedFileDescriptor
         do throws(Errno) {
             try setNonBlocking(socket.rawValue)
-            wake = try WakeChannel.make()
+            wake = try EventFD.make()
         } catch {
             try? socket.close()
             throw error

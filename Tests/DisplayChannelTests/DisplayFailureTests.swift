@@ -10,11 +10,11 @@ import SystemSupport
 final class Background: Sendable {
     private final class Flag: Sendable { let value = Atomic<Bool>(false) }
     private let done = Flag()
-    private let thread: pthread_t
+    private let thread: WorkerThread
 
     init(_ body: @escaping @Sendable () -> Void) throws {
         let done = self.done
-        thread = try startThread {
+        thread = try WorkerThread(name: "display-test") { _ in
             body()
             done.value.store(true, ordering: .releasing)
         }
@@ -22,7 +22,7 @@ final class Background: Sendable {
 
     var isFinished: Bool { done.value.load(ordering: .acquiring) }
 
-    func wait() { pthread_join(thread, nil) }
+    func wait() { thread.join() }
 }
 
 /// A frame far larger than a socket buffer.

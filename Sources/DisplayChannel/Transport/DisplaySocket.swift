@@ -20,8 +20,8 @@ import SystemSupport
 
 final class DisplaySocket: Sendable {
     let fd: Int32
-    /// Wakes every wait at once (`interrupt()`, `beginClose()`).
-    let wake: WakeChannel
+    /// An eventfd that wakes every wait at once (`interrupt()`, `beginClose()`).
+    let wake: OwnedFileDescriptor
     let logger: Logger
     /// The most iovecs one sendmsg takes.
     let iovMax: Int
@@ -30,15 +30,13 @@ final class DisplaySocket: Sendable {
     private let broken = Atomic<Bool>(false)
     private let closed = Atomic<Bool>(false)
 
-    /// Takes ownership of `fd` (closed by `closeDescriptor()`) and `wake` (closed on deinit).
-    init(fd: Int32, wake: WakeChannel, logger: Logger) {
+    /// Takes ownership of `fd` (closed by `closeDescriptor()`) and `wake`.
+    init(fd: Int32, wake: OwnedFileDescriptor, logger: Logger) {
         self.fd = fd
         self.wake = wake
         self.logger = logger
         self.iovMax = max(16, Int(sysconf(Int32(_SC_IOV_MAX))))
     }
-
-    deinit { wake.close() }
 
     // MARK: state
 
@@ -51,14 +49,14 @@ final class DisplaySocket: Sendable {
     /// Makes every current and future wait return at once until `resume()`. Never blocks.
     func interrupt() {
         interrupted.store(true, ordering: .releasing)
-        wake.signal()
+        EventFD.signal(wake.rawValue)
     }
 
     /// Re-arms waiting after `interrupt()`. Does not repair a broken channel.
     func resume() {
         guard !closed.load(ordering: .acquiring) else { return }
         interrupted.store(false, ordering: .releasing)
-        wake.drain()
+        EventFD.drain(wake.rawValue)
     }
 
     /// First half of closing: marks the channel closed, interrupts every wait and shuts the
@@ -69,7 +67,7 @@ final class DisplaySocket: Sendable {
             return false
         }
         interrupted.store(true, ordering: .releasing)
-        wake.signal()
+        EventFD.signal(wake.rawValue)
         _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
         return true
     }
@@ -168,7 +166,7 @@ final class DisplaySocket: Sendable {
             switch e {
             case .resourceTemporarilyUnavailable:
                 if isInterrupted { return .interrupted }
-                switch waitFor(self.fd, events: Int16(POLLOUT), wake: wake.readFD, deadline: lastProgress + timeout) {
+                switch waitFor(self.fd, events: Int16(POLLOUT), deadline: lastProgress + timeout) {
                 case .ready: continue
                 case .timedOut: return .timedOut
                 case .interrupted: return .interrupted
@@ -209,7 +207,7 @@ final class DisplaySocket: Sendable {
         case .resourceTemporarilyUnavailable:
             guard let deadline else { return .timedOut }
             if isInterrupted { return .interrupted }
-            switch waitFor(fd, events: Int16(POLLIN), wake: wake.readFD, deadline: deadline) {
+            switch waitFor(fd, events: Int16(POLLIN), deadline: deadline) {
             case .ready: return .again
             case .timedOut: return .timedOut
             case .interrupted: return .interrupted
@@ -219,6 +217,29 @@ final class DisplaySocket: Sendable {
         default:
             markBroken("reading the display socket failed: \(e)")
             return .broken
+        }
+    }
+
+    // MARK: waiting
+
+    private enum WaitOutcome {
+        /// The fd has the events (or an error/hangup the next syscall reports).
+        case ready
+        case timedOut
+        /// `wake` was signalled.
+        case interrupted
+    }
+
+    /// Waits until `fd` has `events`, `wake` is signalled, or `deadline` passes (nil: no deadline).
+    private func waitFor(_ fd: Int32, events: Int16, deadline: ContinuousClock.Instant?) -> WaitOutcome {
+        let until = deadline.map { monotonicSeconds() + ($0 - ContinuousClock.now).inSeconds }
+        while true {
+            if let until, monotonicSeconds() >= until { return .timedOut }
+            guard let revents = try? Poll.wait([(fd, events), (wake.rawValue, Int16(POLLIN))], until: until) else {
+                return .ready   // the caller's syscall reports the error
+            }
+            if revents[1] != 0 { return .interrupted }
+            if revents[0] != 0 { return .ready }
         }
     }
 }
