@@ -3,7 +3,9 @@
 //   CShims -> VirtioCore -> VhostUser -> DisplayChannel -> VirtioGPU -> executables
 //   CShims -> HostBuffers (memfd, udmabuf, dma-heap, DRM dumb buffers) -> VirtioGPU
 //   CVirglRenderer, CEpoxy, CGBM (system libraries) -> CVirglGlue -> VirglRenderer (virgl 3D) -> VirtioGPU
-//   CShims, VhostUser -> VGPUResolve (control socket client for importers) -> ImportDevice -> vgpu-import-device
+//   CShims, SystemSupport -> ControlProtocol (control socket wire + client) -> ControlServer (in vgpu-backend), vgpuctl
+//   ControlProtocol, VirtioCore (ResourceUUID) -> VGPUResolve (control socket client for importers) -> ImportDevice -> vgpu-import-device
+//   ArgumentParser, Logging, SystemSupport -> CommandLineSupport (--verbose, --socket-path/--fd) -> vgpu-backend, vgpu-import-device
 //   CImportWire (guest/vgpu-import wire header, FNV digest) -> ImportDevice, VhostUserFrontend
 // VhostUserFrontend is the driver side (tests, benchmarks); QEMUHarness boots real guests.
 import PackageDescription
@@ -37,7 +39,15 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
-        // Guest memory map and split virtqueues. No sockets, no device knowledge.
+        // What the daemons' command lines share: --verbose and the logging set-up, the
+        // --socket-path/--fd endpoint checks.
+        .target(name: "CommandLineSupport", dependencies: [
+            "SystemSupport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+        // Guest memory map, split virtqueues, and the virtio object UUID (ResourceUUID) every
+        // layer names exported resources by. No sockets, no device knowledge.
         .target(name: "VirtioCore", dependencies: ["CShims"], swiftSettings: swiftSettings),
         // vhost-user protocol: codec, fd-passing socket, backend server loop, device protocol.
         .target(name: "VhostUser", dependencies: [
@@ -67,15 +77,18 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),
-        // The backend's control socket (versioned JSON lines, docs/control-protocol.md) and its client.
+        // The backend's control socket as its clients see it: the versioned JSON protocol
+        // (docs/control-protocol.md), its client connection, the socket's default location, DRM
+        // fourcc names. No GPU device and no vhost-user: vgpuctl links no GL library.
         .target(name: "ControlProtocol", dependencies: [
-            "CShims", "SystemSupport", "VhostUser",
+            "CShims", "SystemSupport",
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),
+        // The server side, inside vgpu-backend: the socket loop, request handling over the device
+        // directory, the `resolve` holds.
         .target(name: "ControlServer", dependencies: [
-            "CShims", "SystemSupport", "ControlProtocol", "VirtioCore", "VhostUser", "VirtioGPU",
+            "SystemSupport", "ControlProtocol", "VirtioCore", "VirtioGPU",
             .product(name: "Logging", package: "swift-log"),
-            .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),
         // virgl 3D: libvirglrenderer, libepoxy and GBM through pkg-config, a thin C glue (EGL
         // contexts and virglrenderer's callbacks), and the VirglRenderer module (one render thread).
@@ -89,10 +102,10 @@ let package = Package(
         // and the FNV-1a digest loop.
         .target(name: "CImportWire"),
         // Resolving buffers by UUID through a backend's control socket (resolve/release/show/watch),
-        // for any backend that imports them: no GPU device, no virglrenderer.
+        // for any backend that imports them, on ControlProtocol's wire types and client: no GPU
+        // device, no virglrenderer.
         .target(name: "VGPUResolve", dependencies: [
-            "CShims", "SystemSupport", "VhostUser",
-            .product(name: "SystemPackage", package: "swift-system"),
+            "SystemSupport", "ControlProtocol", "VirtioCore",
         ], swiftSettings: swiftSettings),
         // The importer device (vhost-user, on QEMU's vhost-user-i2c-pci): IMPORT/QUERY/RELEASE by UUID.
         .target(name: "ImportDevice", dependencies: [
@@ -101,7 +114,7 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-import-device", dependencies: [
-            "ImportDevice", "SystemSupport", "VhostUser", "VGPUResolve",
+            "ImportDevice", "CommandLineSupport", "SystemSupport", "VhostUser", "VGPUResolve",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
@@ -121,12 +134,13 @@ let package = Package(
         .target(name: "CGuestDRM"),
         .executableTarget(name: "vgpu-guest-test", dependencies: ["CGuestDRM"], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-backend", dependencies: [
-            "SystemSupport", "VhostUser", "VirtioGPU", "DisplayChannel", "ControlProtocol", "ControlServer", "HostBuffers", "VirglRenderer",
+            "CommandLineSupport", "SystemSupport", "VhostUser", "VirtioGPU", "DisplayChannel", "ControlProtocol", "ControlServer", "HostBuffers", "VirglRenderer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
+        // VirtioCore only for the UUID type (ResourceUUID): no GPU device, no GL library.
         .executableTarget(name: "vgpuctl", dependencies: [
-            "SystemSupport", "ControlProtocol", "ControlServer", "VirtioGPU", "VhostUser",
+            "SystemSupport", "ControlProtocol", "VirtioCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         // Runs inside a TCG guest on a kernel with udmabuf/dma-heaps/vgem (guest/init's `hostbuffers`):
@@ -136,7 +150,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "vgpu-bench", dependencies: [
-            "FrontendSide", "SystemSupport", "VhostUser", "DisplayChannel", "CShims", "VGPUResolve", "CImportWire",
+            "FrontendSide", "SystemSupport", "VhostUser", "VirtioCore", "DisplayChannel", "CShims", "VGPUResolve", "CImportWire",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         // Every helper the test targets share, once: leak checks, fd passing, guest-RAM mappings,

@@ -1,7 +1,6 @@
 import CShims
 import Foundation
 import SystemPackage
-import VhostUser
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,8 +10,8 @@ import SystemSupport
 public enum ControlClientError: Error, Equatable, CustomStringConvertible {
     /// No socket to talk to.
     case noSocket(String)
-    /// connect(2) failed.
-    case connect(String)
+    /// connect(2) failed; `errno` says why (ECONNREFUSED: a stale socket, EACCES: no access).
+    case connect(String, errno: Int32)
     /// The server answered with an error (unknown id, refused peer, ...).
     case server(ControlError)
     /// The server's reply made no sense, or the connection broke.
@@ -20,14 +19,15 @@ public enum ControlClientError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case let .noSocket(m), let .connect(m), let .protocolError(m): m
+        case let .noSocket(m), let .connect(m, _), let .protocolError(m): m
         case let .server(e): e.message
         }
     }
 }
 
-/// A connection to a backend's control socket (what `vgpuctl` uses). One request at a time;
-/// after `watch`, call `nextEvent()` repeatedly.
+/// A connection to a backend's control socket: the one client of the protocol (vgpuctl, and
+/// VGPUResolve's ResolveClient and ResolveWatch). One request at a time; after `watch`, call
+/// `nextEvent()` repeatedly, or poll `fileDescriptor` and take `pendingEvents()`.
 public final class ControlClient {
     public let path: String
     private let socket: OwnedFileDescriptor
@@ -35,18 +35,29 @@ public final class ControlClient {
     private var receivedFDs: [OwnedFileDescriptor] = []
     private var nextID = 1
 
-    public init(path: String) throws(ControlClientError) {
+    /// `sendTimeout`: seconds a request may wait for a server that does not read (nil: for ever).
+    public init(path: String, sendTimeout: Int? = nil) throws(ControlClientError) {
         self.path = path
         var st = stat()
         guard stat(path, &st) == 0 else { throw .noSocket("no control socket at \(path): \(String(cString: strerror(errno)))") }
         do { socket = try UnixSocket.connect(path: path) } catch {
-            throw .connect("cannot connect to \(path): \(error)\(error == .connectionRefused ? " (stale socket? is vgpu-backend running?)" : "")")
+            throw .connect("cannot connect to \(path): \(error)\(error == .connectionRefused ? " (stale socket? is vgpu-backend running?)" : "")",
+                           errno: error.rawValue)
+        }
+        if let sendTimeout {
+            var tv = timeval(tv_sec: sendTimeout, tv_usec: 0)
+            _ = setsockopt(socket.rawValue, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         }
     }
 
-    /// Sends one request and waits for its reply. Returns the result and the fd that came with
-    /// it (export, dump). A server error becomes `.server`.
-    public func call(_ method: ControlMethod, resource: String? = nil, holder: String? = nil) throws(ControlClientError) -> (ControlResult, OwnedFileDescriptor?) {
+    /// The socket: readable when reply or event lines are waiting.
+    public var fileDescriptor: Int32 { socket.rawValue }
+
+    /// Sends one request and waits for its reply (each line at most `timeout` seconds; nil: for
+    /// ever). Returns the result and the fd that came with it (export, dump, resolve). A server
+    /// error becomes `.server`.
+    public func call(_ method: ControlMethod, resource: String? = nil, holder: String? = nil,
+                     timeout: Double? = nil) throws(ControlClientError) -> (ControlResult, OwnedFileDescriptor?) {
         let id = nextID
         nextID += 1
         receivedFDs.removeAll()
@@ -58,7 +69,7 @@ public final class ControlClient {
         var response: ControlResponse
         repeat {
             // Event lines of an earlier watch on this connection are skipped.
-            do { response = try readResponse() } catch {
+            do { response = try readResponse(timeout: timeout) } catch {
                 if let sendError { throw .protocolError("cannot send to \(path): \(sendError)") }
                 throw error
             }
@@ -86,6 +97,23 @@ public final class ControlClient {
             if let e = r.event { return e }
             if let error = r.error { throw .server(error) }
         }
+    }
+
+    /// The events already received after `call(.watch)`, without waiting for more: lines are
+    /// read while the socket has bytes; other lines are skipped. An error means the connection
+    /// is gone.
+    public func pendingEvents() throws(ControlClientError) -> [EventRecord] {
+        var events: [EventRecord] = []
+        while buffer.contains(UInt8(ascii: "\n")) || socketReadable() {
+            let r = try readResponse()
+            if let e = r.event { events.append(e) }   // a stray reply is skipped
+        }
+        return events
+    }
+
+    private func socketReadable() -> Bool {
+        var p = pollfd(fd: socket.rawValue, events: Int16(POLLIN), revents: 0)
+        return poll(&p, 1, 0) > 0
     }
 
     /// Reads one reply line. `timeout` in seconds (nil: wait for ever).

@@ -1,5 +1,4 @@
 #if canImport(Glibc)
-import ControlProtocol
 import Glibc
 #endif
 

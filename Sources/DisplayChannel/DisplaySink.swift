@@ -1,3 +1,8 @@
+// What the device shows things on: the `DisplaySink` protocol that scanouts, updates and the
+// cursor go to, the value types it speaks in (PixelRect, DisplayMode, DisplayDMABuf, the dmabuf
+// update result), and `NullDisplay`. The sinks: VhostUserGPUDisplay (QEMU's display socket) and
+// MailboxDisplay (a mailbox in front of it).
+
 import SystemPackage
 
 /// A rectangle in scanout or resource pixel coordinates.
@@ -22,7 +27,7 @@ public struct DisplayMode: Equatable, Sendable {
 /// A buffer that QEMU's display imports by file descriptor (DMABUF_SCANOUT): a dmabuf, or on
 /// hosts without a dmabuf exporter any mappable fd with the same layout (tests use a memfd).
 /// One plane; 32-bit formats (what virtio-gpu scans out).
-public struct DisplayDMABUF: Sendable, Equatable {
+public struct DisplayDMABuf: Sendable, Equatable {
     /// Flags QEMU reads from `fd_flags`.
     public struct Flags: OptionSet, Sendable, Hashable {
         public var rawValue: UInt32
@@ -50,14 +55,14 @@ public struct DisplayDMABUF: Sendable, Equatable {
     public var flags: Flags
 
     public init(fd: FileDescriptor, width: UInt32, height: UInt32, stride: UInt32, fourcc: UInt32,
-                modifier: UInt64 = DisplayDMABUF.linearModifier, flags: Flags = []) {
+                modifier: UInt64 = DisplayDMABuf.linearModifier, flags: Flags = []) {
         self.fd = fd; self.width = width; self.height = height; self.stride = stride
         self.fourcc = fourcc; self.modifier = modifier; self.flags = flags
     }
 }
 
-/// How a `DisplaySink.updateDMABUF(_:rect:)` ended.
-public enum DMABUFUpdateResult: Sendable, Equatable, CustomStringConvertible {
+/// How a `DisplaySink.updateDMABuf(_:rect:)` ended.
+public enum DMABufUpdateResult: Sendable, Equatable, CustomStringConvertible {
     /// QEMU answered: it is done with the buffer's contents, which may be written again. QEMU
     /// also answers at once when it cannot show the buffer (no GL on the console, a bad scanout
     /// id), so this does not prove the frame was displayed.
@@ -66,7 +71,7 @@ public enum DMABUFUpdateResult: Sendable, Equatable, CustomStringConvertible {
     /// stays usable; the late answer is read and dropped.
     case timedOut
     /// Nothing to wait for, or no way to wait; see the reason.
-    case failed(DMABUFUpdateFailure)
+    case failed(DMABufUpdateFailure)
 
     public var description: String {
         switch self {
@@ -78,7 +83,7 @@ public enum DMABUFUpdateResult: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// Why a dmabuf update could not be waited for.
-public enum DMABUFUpdateFailure: Sendable, Equatable, CustomStringConvertible {
+public enum DMABufUpdateFailure: Sendable, Equatable, CustomStringConvertible {
     /// The sink cannot show dmabufs (the default for sinks without a dmabuf path).
     case unsupported
     /// No dmabuf is scanned out on that scanout (or the id is out of range).
@@ -121,16 +126,16 @@ public protocol DisplaySink: AnyObject, Sendable {
     /// nil disables the dmabuf scanout. False when the sink cannot take dmabufs, the buffer
     /// cannot be expressed (a modifier without DMABUF2, a rect outside the buffer), or the message
     /// was not sent. Not on a per-frame path: it may wait (bounded) for the feature exchange.
-    func scanoutDMABUF(_ id: UInt32, rect: PixelRect, buffer: DisplayDMABUF?) -> Bool
+    func scanoutDMABuf(_ id: UInt32, rect: PixelRect, buffer: DisplayDMABuf?) -> Bool
     /// `rect` of scanout `id`'s dmabuf changed: waits (bounded, interruptible) until the display
     /// is done reading the buffer, so the caller may write it again. No pixels travel.
-    func updateDMABUF(_ id: UInt32, rect: PixelRect) -> DMABUFUpdateResult
+    func updateDMABuf(_ id: UInt32, rect: PixelRect) -> DMABufUpdateResult
 }
 
 extension DisplaySink {
     /// Sinks without a dmabuf path take none.
-    public func scanoutDMABUF(_ id: UInt32, rect: PixelRect, buffer: DisplayDMABUF?) -> Bool { false }
-    public func updateDMABUF(_ id: UInt32, rect: PixelRect) -> DMABUFUpdateResult { .failed(.unsupported) }
+    public func scanoutDMABuf(_ id: UInt32, rect: PixelRect, buffer: DisplayDMABuf?) -> Bool { false }
+    public func updateDMABuf(_ id: UInt32, rect: PixelRect) -> DMABufUpdateResult { .failed(.unsupported) }
 }
 
 /// A display that shows nothing: used before QEMU hands over the display socket.

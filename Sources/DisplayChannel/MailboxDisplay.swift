@@ -144,11 +144,7 @@ public final class MailboxDisplay: DisplaySink {
         self.state = Mutex(State())
         // The sender holds the mailbox until `close()`.
         do throws(Errno) {
-            let thread = try startThread { [self] in
-                vgpu_set_thread_name("vgpu-display")
-                run()
-            }
-            pthread_detach(thread)
+            try startDetachedThread(name: "vgpu-display") { [self] in run() }
         } catch {
             // No thread: nothing could be sent later, so nothing is accepted.
             state.withLock { $0.closing = true }
@@ -351,14 +347,14 @@ public final class MailboxDisplay: DisplaySink {
     public func cursorHide(scanout id: UInt32) { inner.cursorHide(scanout: id) }
 
     /// After the head's pixels in the mailbox are sent (bounded), so a dmabuf never overtakes them.
-    public func scanoutDMABUF(_ id: UInt32, rect: PixelRect, buffer: DisplayDMABUF?) -> Bool {
+    public func scanoutDMABuf(_ id: UInt32, rect: PixelRect, buffer: DisplayDMABuf?) -> Bool {
         waitUntilSent(id)
-        return inner.scanoutDMABUF(id, rect: rect, buffer: buffer)
+        return inner.scanoutDMABuf(id, rect: rect, buffer: buffer)
     }
 
-    public func updateDMABUF(_ id: UInt32, rect: PixelRect) -> DMABUFUpdateResult {
+    public func updateDMABuf(_ id: UInt32, rect: PixelRect) -> DMABufUpdateResult {
         waitUntilSent(id)
-        return inner.updateDMABUF(id, rect: rect)
+        return inner.updateDMABuf(id, rect: rect)
     }
 
     // MARK: sender

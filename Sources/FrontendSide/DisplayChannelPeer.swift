@@ -56,11 +56,11 @@ public struct PeerCursor: Sendable, Equatable {
 }
 
 /// A DMABUF_SCANOUT(2) as received.
-public struct PeerDMABUF: Sendable, Equatable {
+public struct PeerDMABuf: Sendable, Equatable {
     /// `.dmabufScanout` or `.dmabufScanout2`.
     public var request: DisplayRequest
     /// The payload as sent: scanout id, rect, fd_width/fd_height/fd_stride/fd_flags, fourcc.
-    public var scanout: DisplayDMABUFScanout
+    public var scanout: DisplayDMABufScanout
     /// Set for DMABUF_SCANOUT2.
     public var modifier: UInt64?
     /// (st_dev, st_ino) of the fd that came with it, nil if none (disable).
@@ -70,7 +70,7 @@ public struct PeerDMABUF: Sendable, Equatable {
     /// pixels with `DisplayChannelPeer.dmabufFramebuffer(scanout:)`.
     public var fd: Int32
 
-    public init(request: DisplayRequest, scanout: DisplayDMABUFScanout, modifier: UInt64?, fileID: FileID?, fd: Int32) {
+    public init(request: DisplayRequest, scanout: DisplayDMABufScanout, modifier: UInt64?, fileID: FileID?, fd: Int32) {
         self.request = request; self.scanout = scanout; self.modifier = modifier; self.fileID = fileID; self.fd = fd
     }
 
@@ -106,7 +106,7 @@ public struct DisplayPeerState: Sendable {
     public var cursor = PeerCursor()
     public var cursorUpdates = 0
     /// The last DMABUF_SCANOUT(2) per scanout (below max_outputs), with the fd it holds.
-    public var dmabufScanouts: [UInt32: PeerDMABUF] = [:]
+    public var dmabufScanouts: [UInt32: PeerDMABuf] = [:]
     /// Every DMABUF_UPDATE received, in order (answered or not).
     public var dmabufUpdates: [DisplayUpdateHeader] = []
     /// DMABUF_UPDATE replies sent.
@@ -151,8 +151,8 @@ public final class DisplayChannelPeer: Sendable {
         /// Record every message kind in `log`.
         public var recordLog = true
         /// Answer DMABUF_UPDATE (QEMU does once flushed); false never answers it. The initial
-        /// mode of `setDMABUFUpdateReplies(_:)`.
-        public var replyToDMABUFUpdate = true
+        /// mode of `setDMABufUpdateReplies(_:)`.
+        public var replyToDMABufUpdate = true
         /// Test hook: for a request QEMU answers, return raw bytes to send instead of the normal
         /// reply ([] sends nothing).
         public var replyOverride: (@Sendable (DisplayMessage) -> [UInt8]?)?
@@ -227,7 +227,7 @@ public final class DisplayChannelPeer: Sendable {
     }
 
     /// How the peer answers DMABUF_UPDATE from now on.
-    public enum DMABUFUpdateReplies: Sendable {
+    public enum DMABufUpdateReplies: Sendable {
         /// At once (QEMU with a console that flushes at once, or without GL).
         case answer
         /// Not yet: replies are owed and sent, in order, when the mode goes back to `.answer`
@@ -238,8 +238,8 @@ public final class DisplayChannelPeer: Sendable {
     }
 
     /// Switches how DMABUF_UPDATE is answered; `.answer` first sends the replies held so far.
-    public func setDMABUFUpdateReplies(_ mode: DMABUFUpdateReplies) {
-        core.setDMABUFUpdateReplies(mode)
+    public func setDMABufUpdateReplies(_ mode: DMABufUpdateReplies) {
+        core.setDMABufUpdateReplies(mode)
     }
 
     /// `rect` of scanout `id`'s dmabuf as the display would read it: maps the fd the peer holds
@@ -278,14 +278,14 @@ final class PeerCore: Sendable {
     let thread: Mutex<WorkerThread?>
     let sendLock = Mutex<Bool>(true)
     /// DMABUF_UPDATE reply mode and the replies held back in `.hold`.
-    let dmabufReplies: Mutex<(mode: DisplayChannelPeer.DMABUFUpdateReplies, held: Int)>
+    let dmabufReplies: Mutex<(mode: DisplayChannelPeer.DMABufUpdateReplies, held: Int)>
 
     init(socket: FileDescriptor, configuration: DisplayChannelPeer.Configuration) throws(Errno) {
         self.socket = socket.rawValue
         self.configuration = configuration
         self.shared = Mutex(DisplayPeerState())
         self.thread = Mutex(nil)
-        self.dmabufReplies = Mutex((configuration.replyToDMABUFUpdate ? .answer : .drop, 0))
+        self.dmabufReplies = Mutex((configuration.replyToDMABufUpdate ? .answer : .drop, 0))
         do throws(Errno) {
             self.wake = try EventFD.make()
         } catch {
@@ -323,7 +323,7 @@ final class PeerCore: Sendable {
         }
     }
 
-    func setDMABUFUpdateReplies(_ mode: DisplayChannelPeer.DMABUFUpdateReplies) {
+    func setDMABufUpdateReplies(_ mode: DisplayChannelPeer.DMABufUpdateReplies) {
         let release = dmabufReplies.withLock { r -> Int in
             r.mode = mode
             guard mode == .answer else { return 0 }
@@ -331,16 +331,16 @@ final class PeerCore: Sendable {
             return r.held
         }
         // Replies are identical bytes, so racing the reader's own replies cannot reorder them.
-        for _ in 0..<release { sendDMABUFUpdateReply() }
+        for _ in 0..<release { sendDMABufUpdateReply() }
     }
 
-    private func sendDMABUFUpdateReply() {
+    private func sendDMABufUpdateReply() {
         send(DisplayMessage.reply(.dmabufUpdate))
         shared.withLock { $0.dmabufUpdateReplies += 1 }
     }
 
     /// Copies `scanout.rect` out of the buffer `fd` (layout from the payload), or nil.
-    static func readPixels(fd: Int32, _ scanout: DisplayDMABUFScanout) -> PeerFramebuffer? {
+    static func readPixels(fd: Int32, _ scanout: DisplayDMABufScanout) -> PeerFramebuffer? {
         let stride = Int(scanout.fdStride)
         let length = stride * Int(scanout.fdHeight)
         let rowBytes = Int(scanout.width) * 4
@@ -539,25 +539,25 @@ final class PeerCore: Sendable {
             }
             return nil
         case .dmabufScanout, .dmabufScanout2:
-            let base: DisplayDMABUFScanout
+            let base: DisplayDMABufScanout
             var modifier: UInt64?
             if request == .dmabufScanout2 {
-                guard let d = try? DisplayDMABUFScanout2(decoding: p) else { return nil }
+                guard let d = try? DisplayDMABufScanout2(decoding: p) else { return nil }
                 base = d.scanout
                 modifier = d.modifier
                 if !(s.enabledFeatures ?? []).contains(.dmabuf2) {
                     s.errors.append("DMABUF_SCANOUT2 without DMABUF2 enabled")
                 }
             } else {
-                guard let d = try? DisplayDMABUFScanout(decoding: p) else { return nil }
+                guard let d = try? DisplayDMABufScanout(decoding: p) else { return nil }
                 base = d
             }
             // QEMU closes the fd of an out-of-range scanout (the caller's defer does here).
             guard base.scanoutID < configuration.maxOutputs else { return nil }
             // QEMU releases the previous dmabuf of the scanout first.
             if let old = s.dmabufScanouts[base.scanoutID], old.fd >= 0 { _ = Glibc.close(old.fd) }
-            s.dmabufScanouts[base.scanoutID] = PeerDMABUF(request: request, scanout: base, modifier: modifier,
-                                                          fileID: fd >= 0 ? PeerDMABUF.FileID(fd: fd) : nil, fd: fd)
+            s.dmabufScanouts[base.scanoutID] = PeerDMABuf(request: request, scanout: base, modifier: modifier,
+                                                          fileID: fd >= 0 ? PeerDMABuf.FileID(fd: fd) : nil, fd: fd)
             fd = -1
             return nil
         case .dmabufUpdate:

@@ -58,8 +58,8 @@ public final class VhostUserFrontend {
     }
 
     private func u64(_ b: [UInt8]) throws -> UInt64 {
-        guard b.count == 8 else { throw FrontendError.badReply("\(b.count) bytes, expected 8") }
-        return WireReader(b).u64(0)
+        guard let v = U64Payload(decoding: b) else { throw FrontendError.badReply("\(b.count) bytes, expected 8") }
+        return v.value
     }
 
     // MARK: typed requests
@@ -75,11 +75,11 @@ public final class VhostUserFrontend {
     }
 
     public func setProtocolFeatures(_ f: VhostUserProtocolFeatures) throws {
-        try send(VhostUserRequest.setProtocolFeatures.rawValue, payload: WireWriter().u64(f.rawValue).bytes)
+        try send(VhostUserRequest.setProtocolFeatures.rawValue, payload: U64Payload(f.rawValue).bytes)
         protocolFeatures = f   // acks apply from the next request on
     }
 
-    @discardableResult public func setFeatures(_ f: UInt64) throws -> Bool { try request(.setFeatures, payload: WireWriter().u64(f).bytes) }
+    @discardableResult public func setFeatures(_ f: UInt64) throws -> Bool { try request(.setFeatures, payload: U64Payload(f).bytes) }
     @discardableResult public func setOwner() throws -> Bool { try request(.setOwner) }
     @discardableResult public func resetDevice() throws -> Bool { try request(.resetDevice) }
 
@@ -106,22 +106,22 @@ public final class VhostUserFrontend {
         return try request(.setVringAddr, payload: a.bytes)
     }
 
-    @discardableResult public func setVringKick(_ i: UInt32, fd: Int32) throws -> Bool { try request(.setVringKick, payload: WireWriter().u64(UInt64(i)).bytes, fds: [fd]) }
-    @discardableResult public func setVringCall(_ i: UInt32, fd: Int32) throws -> Bool { try request(.setVringCall, payload: WireWriter().u64(UInt64(i)).bytes, fds: [fd]) }
+    @discardableResult public func setVringKick(_ i: UInt32, fd: Int32) throws -> Bool { try request(.setVringKick, payload: VringFDPayload(index: i).bytes, fds: [fd]) }
+    @discardableResult public func setVringCall(_ i: UInt32, fd: Int32) throws -> Bool { try request(.setVringCall, payload: VringFDPayload(index: i).bytes, fds: [fd]) }
 
     public func getVringBase(_ i: UInt32) throws -> UInt32 {
         try send(VhostUserRequest.getVringBase.rawValue, payload: VringState(index: i, num: 0).bytes)
         let r = try readReply(for: VhostUserRequest.getVringBase.rawValue)
-        guard r.count == 8 else { throw FrontendError.badReply("GET_VRING_BASE \(r.count) bytes") }
-        return VringState(WireReader(r)).num
+        guard let state = VringState(decoding: r) else { throw FrontendError.badReply("GET_VRING_BASE \(r.count) bytes") }
+        return state.num
     }
 
     /// GET_CONFIG; returns the data (empty when the backend refused).
     public func getConfig(offset: UInt32, size: UInt32) throws -> [UInt8] {
         try send(VhostUserRequest.getConfig.rawValue, payload: ConfigPayload(offset: offset, size: size, data: Array(repeating: 0, count: Int(size))).bytes)
         let r = try readReply(for: VhostUserRequest.getConfig.rawValue)
-        guard r.count >= 12 else { throw FrontendError.badReply("GET_CONFIG \(r.count) bytes") }
-        return Array(r[12...])
+        guard let config = ConfigPayload(decoding: r) else { throw FrontendError.badReply("GET_CONFIG \(r.count) bytes") }
+        return config.data
     }
 
     @discardableResult public func setConfig(offset: UInt32, data: [UInt8]) throws -> Bool {

@@ -1,8 +1,9 @@
 import VGPUResolve
+import VirtioCore
 
 /// One imported buffer.
 struct Slot: Sendable {
-    let uuid: BufferUUID
+    let uuid: ResourceUUID
     /// The control socket that resolved it (index), or -1: QEMU's shared-object table only.
     let source: Int
     /// A `resolve` hold to `release` on that socket.

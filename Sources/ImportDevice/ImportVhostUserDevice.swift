@@ -155,7 +155,7 @@ public final class ImportVhostUserDevice: VhostUserDevice {
             }
             return .ok
         case VGPU_IMPORT_REQ_IMPORT:
-            let uuid = withUnsafeBytes(of: r.uuid) { BufferUUID(pointer: $0.baseAddress!) }
+            let uuid = withUnsafeBytes(of: r.uuid) { ResourceUUID(pointer: $0.baseAddress!) }
             return importBuffer(uuid, into: &response)
         case VGPU_IMPORT_REQ_QUERY:
             response.handle = handle.littleEndian
@@ -171,7 +171,7 @@ public final class ImportVhostUserDevice: VhostUserDevice {
 
     // MARK: IMPORT
 
-    private func importBuffer(_ uuid: BufferUUID, into response: inout vgpu_import_wire_resp) -> Status {
+    private func importBuffer(_ uuid: ResourceUUID, into response: inout vgpu_import_wire_resp) -> Status {
         guard table.withLock({ $0.hasFreeSlot }) else {
             log.log(key: "handles", "IMPORT \(uuid): all \(options.maxHandles) handles in use")
             return .noHandles
@@ -324,7 +324,7 @@ public final class ImportVhostUserDevice: VhostUserDevice {
         return .ok
     }
 
-    private func releaseHold(_ uuid: BufferUUID, source: Int) {
+    private func releaseHold(_ uuid: ResourceUUID, source: Int) {
         guard source >= 0 else { return }
         do throws(ResolveError) { _ = try sources[source].withClient { c throws(ResolveError) in try c.release(uuid: uuid) } } catch {
             log.log(key: "release", "release \(uuid) on \(sources[source].path): \(error)")

@@ -26,7 +26,6 @@ public final class OwnedFileDescriptor: Sendable, CustomStringConvertible {
     public var description: String { "fd \(rawValue)" }
 }
 
-// Used by DisplayChannel until it moves to EventFD/WorkerThread
 /// Sets O_NONBLOCK on `fd`.
 public func setNonBlocking(_ fd: Int32) throws(Errno) {
     let flags = try retryingEINTR { vgpu_fcntl_int(fd, F_GETFL, 0) }

@@ -56,27 +56,3 @@ public enum Poll {
         return Int32(min((left * 1000).rounded(.up), 1_000_000))
     }
 }
-
-/// What a bounded wait ended with.
-public enum WaitOutcome: Equatable {
-    /// The fd has the events (or an error/hangup the next syscall will report).
-    case ready
-    case timedOut
-    /// The wake channel was signalled.
-    case interrupted
-}
-
-// Used by DisplayChannel until it moves to EventFD/WorkerThread
-/// Waits until `fd` has `events`, the wake channel is signalled, or `deadline` passes
-/// (nil: no deadline). EINTR is retried with the remaining time.
-public func waitFor(_ fd: Int32, events: Int16, wake: Int32, deadline: ContinuousClock.Instant?) -> WaitOutcome {
-    let until = deadline.map { monotonicSeconds() + ($0 - ContinuousClock.now).inSeconds }
-    while true {
-        if let until, monotonicSeconds() >= until { return .timedOut }
-        guard let revents = try? Poll.wait([(fd, events), (wake, Int16(POLLIN))], until: until) else {
-            return .ready // let the caller's syscall report the error
-        }
-        if revents[1] != 0 { return .interrupted }
-        if revents[0] != 0 { return .ready }
-    }
-}

@@ -46,7 +46,7 @@ public final class WorkerThread: Sendable {
 /// Starts a detached thread named `name` (a connection's loop, a worker that lives as long as
 /// the process). Failing to make a thread is resource exhaustion, not guest input: it traps.
 public func startThread(name: String, _ body: @escaping @Sendable () -> Void) {
-    do throws(Errno) { pthread_detach(try spawnThread(name: name, body)) } catch {
+    do throws(Errno) { try startDetachedThread(name: name, body) } catch {
         preconditionFailure("cannot start a thread: \(error)")
     }
 }
@@ -62,10 +62,10 @@ public func runOnThreadsAndJoin(name: String, count: Int, _ body: @escaping @Sen
     for thread in threads { thread.join() }
 }
 
-// Used by DisplayChannel until it moves to EventFD/WorkerThread
-/// Starts a joinable, unnamed thread running `body`; the caller joins it with `pthread_join`.
-public func startThread(_ body: @escaping @Sendable () -> Void) throws(Errno) -> pthread_t {
-    try spawnThread(name: nil, body)
+/// `startThread(name:)` for callers that can go on without the thread (the display mailbox
+/// refuses frames instead): the failure is thrown, not trapped.
+public func startDetachedThread(name: String, _ body: @escaping @Sendable () -> Void) throws(Errno) {
+    pthread_detach(try spawnThread(name: name, body))
 }
 
 /// The one place a thread is created: a joinable thread running `body`, named `name` when given.

@@ -20,7 +20,7 @@ enum DisplayFuzz {
         _ = try? DisplayEDIDReply(decoding: bytes)
         _ = try? DisplayFeaturesPayload(decoding: bytes)
         _ = try? DisplayUpdateHeader(decoding: bytes)
-        _ = try? DisplayDMABUFScanout2(decoding: bytes)
+        _ = try? DisplayDMABufScanout2(decoding: bytes)
         var decoder = DisplayMessageDecoder(maxPayloadSize: 1 << 20, discardUpdatePixels: data.first.map { $0 & 1 == 0 } ?? true)
         try? decoder.feed(data) { _ in }
         guard let (a, b) = try? UnixSocket.pair() else { return }
@@ -33,7 +33,7 @@ enum DisplayFuzz {
         _ = display.edid(scanout: 0)
         display.setScanout(0, width: 16, height: 16)
         pixels.withUnsafeBytes { display.update(scanout: 0, rect: PixelRect(x: 0, y: 0, width: 16, height: 16), pixels: $0.baseAddress!, stride: 64) }
-        _ = display.updateDMABUF(0, rect: PixelRect(x: 0, y: 0, width: 16, height: 16))
+        _ = display.updateDMABuf(0, rect: PixelRect(x: 0, y: 0, width: 16, height: 16))
         _ = display.protocolFeatures
         display.close()
         withExtendedLifetime((a, b)) {}

@@ -228,7 +228,7 @@ public final class VirglRendererCore {
     /// A dmabuf of the resource's texture, through this backend's EGL display
     /// (EGL_MESA_image_dma_buf_export). Throws `exportUnavailable` where the display cannot make
     /// one (surfaceless Mesa without a DRM device, for one).
-    public func exportResource(_ id: UInt32) throws(VirglError) -> VirglDmabuf {
+    public func exportResource(_ id: UInt32) throws(VirglError) -> VirglDMABuf {
         guard let display = egl else { throw .shutDown }
         let info = try resourceInfo(id)
         guard info.textureID != 0 else { throw .exportUnavailable(resource: id, reason: "not a texture") }
@@ -240,7 +240,7 @@ public final class VirglRendererCore {
             vgpu_egl_export_texture(display, info.textureID, &plane, $0.baseAddress, $0.count)
         }
         guard rc == 0 else { throw .exportUnavailable(resource: id, reason: stringFromCBuffer(reason)) }
-        return VirglDmabuf(fd: plane.fd, yZeroTop: info.isYZeroTop, stride: plane.stride, offset: plane.offset,
+        return VirglDMABuf(fd: plane.fd, yZeroTop: info.isYZeroTop, stride: plane.stride, offset: plane.offset,
                            fourcc: UInt32(bitPattern: plane.fourcc), modifier: plane.modifier)
     }
 

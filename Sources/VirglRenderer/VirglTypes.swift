@@ -152,7 +152,7 @@ public struct VirglFenceCompletion: Equatable, Sendable {
 }
 
 /// One dmabuf plane made from a resource's texture. The caller owns `fd` and must close it.
-public struct VirglDmabuf: Equatable, Sendable {
+public struct VirglDMABuf: Equatable, Sendable {
     public let fd: Int32
     /// The texture's row 0 is its top row (`VirglResourceInfo.isYZeroTop`).
     public let yZeroTop: Bool

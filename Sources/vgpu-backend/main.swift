@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandLineSupport
 import ControlProtocol
 import ControlServer
 import DisplayChannel
@@ -62,8 +63,7 @@ struct Serve: ParsableCommand {
     @Option(name: [.customLong("max-resources")], help: "Most resources one device holds at once (default 4096).")
     var maxResources: Int = 4096
 
-    @Flag(name: [.long], help: "Log debug messages.")
-    var verbose = false
+    @OptionGroup var logging: LoggingOptions
 
     @Flag(name: [.customLong("keep-running")], help: "With --socket-path: serve the next frontend after one disconnects, instead of exiting.")
     var keepRunning = false
@@ -86,16 +86,11 @@ struct Serve: ParsableCommand {
     func validate() throws {
         if controlSocket != nil && noControlSocket { throw ValidationError("--control-socket and --no-control-socket cannot be used together") }
         if printCapabilities { return }
-        switch (socketPath.isEmpty, fd) {
-        case (true, nil): throw ValidationError("one of --socket-path or --fd is required")
-        case (false, .some): throw ValidationError("--socket-path and --fd cannot be used together")
-        default: break
-        }
+        try FrontendEndpoint.validate(hasPath: !socketPath.isEmpty, fd: fd)
         var seen = Set<String>()
         for path in socketPath where !seen.insert(path).inserted {
             throw ValidationError("--socket-path \(path) is given more than once")
         }
-        if let fd, fd < 0 { throw ValidationError("--fd must be a non-negative file descriptor") }
         if renderNode != nil && !virgl { throw ValidationError("--render-node is only used with --virgl") }
         if virgl && socketPath.count > 1 { throw ValidationError("--virgl serves one device per process (virglrenderer is process-wide); give one --socket-path") }
         guard (1...16).contains(maxOutputs) else { throw ValidationError("--max-outputs must be between 1 and 16") }
@@ -111,11 +106,7 @@ struct Serve: ParsableCommand {
         signal(SIGPIPE, SIG_IGN)   // a closed display socket must be an error return, not a kill
         unblockTerminationSignals() // before any thread starts: every thread inherits the mask
         raiseOpenFileLimit()       // every resource's host copy is a memfd
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = verbose ? .debug : .info
-            return handler
-        }
+        logging.bootstrap()
         let logger = Logger(label: "vgpu-backend")
         let registry = ResourceUUIDRegistry()
         let directory = DeviceDirectory()
@@ -163,7 +154,7 @@ struct Serve: ParsableCommand {
         defer { control?.stop() }
 
         if let fd {
-            guard fcntl(fd, F_GETFD) >= 0 else { throw ValidationError("--fd \(fd): not an open file descriptor") }
+            try FrontendEndpoint.checkOpen(fd: fd)
             logger.info("serving vhost-user on fd \(fd)")
             VhostUserConnection(socket: OwnedFileDescriptor(fd), device: makeDevice("fd \(fd)"), logger: logger).run()
             return
@@ -173,9 +164,9 @@ struct Serve: ParsableCommand {
         var servers: [VhostUserServer] = []
         for path in paths {
             let listener: OwnedFileDescriptor
-            do { listener = try UnixSocket.listen(path: path) } catch {
+            do { listener = try FrontendEndpoint.listen(path: path) } catch {
                 for bound in paths.prefix(servers.count) { unlink(bound) }
-                throw ValidationError("cannot listen on \(path): \(error)")
+                throw error
             }
             logger.info("listening on \(path)")
             var socketLogger = logger

@@ -1,4 +1,5 @@
 import ArgumentParser
+import VirtioCore
 import CShims
 import DisplayChannel
 import Foundation
@@ -470,7 +471,7 @@ struct VGPUBench: ParsableCommand {
         try expectOK(driver.transferToHost2D(id: 1, rect: VirtioGPUDriver.rect(0, 0, width, height)), "TRANSFER_TO_HOST_2D")
         let assigned = try driver.assignUUID(id: 1)
         guard assigned.type == VIRTIO_GPU_RESP_OK_RESOURCE_UUID.rawValue, let u = assigned.load(virtio_gpu_resp_resource_uuid.self),
-              let uuid = BufferUUID(bytes: withUnsafeBytes(of: u.uuid) { Array($0) })
+              let uuid = ResourceUUID(bytes: withUnsafeBytes(of: u.uuid) { Array($0) })
         else { throw VhostUserFrontend.FrontendError.badReply("RESOURCE_ASSIGN_UUID answered 0x\(String(assigned.type, radix: 16))") }
 
         let client = try ResolveClient(path: control)

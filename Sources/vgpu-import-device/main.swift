@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandLineSupport
 import ImportDevice
 import Logging
 import VhostUser
@@ -45,19 +46,13 @@ struct VGPUImportDevice: ParsableCommand {
     @Flag(name: [.customLong("keep-running")], help: "With --socket-path: serve the next frontend after one disconnects, instead of exiting.")
     var keepRunning = false
 
-    @Flag(name: [.long], help: "Log debug messages.")
-    var verbose = false
+    @OptionGroup var logging: LoggingOptions
 
     enum Switch: String, ExpressibleByArgument, CaseIterable { case on, off }
 
     func validate() throws {
         if printCapabilities { return }
-        switch (socketPath, fd) {
-        case (nil, nil): throw ValidationError("one of --socket-path or --fd is required")
-        case (.some, .some): throw ValidationError("--socket-path and --fd cannot be used together")
-        default: break
-        }
-        if let fd, fd < 0 { throw ValidationError("--fd must be a non-negative file descriptor") }
+        try FrontendEndpoint.validate(hasPath: socketPath != nil, fd: fd)
         guard (1...65535).contains(maxHandles) else { throw ValidationError("--max-handles must be between 1 and 65535") }
         for path in controlSocket where path.isEmpty { throw ValidationError("--control-socket needs a path") }
     }
@@ -69,11 +64,7 @@ struct VGPUImportDevice: ParsableCommand {
             return
         }
         signal(SIGPIPE, SIG_IGN)
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = verbose ? .debug : .info
-            return handler
-        }
+        logging.bootstrap()
         let logger = Logger(label: "vgpu-import-device")
         if controlSocket.isEmpty {
             guard sharedObjectLookup == .on else {
@@ -88,7 +79,7 @@ struct VGPUImportDevice: ParsableCommand {
             }
         }
         let options = ImportDeviceOptions(controlSockets: controlSocket, sharedObjectLookup: sharedObjectLookup == .on, maxHandles: maxHandles)
-        if let fd, fcntl(fd, F_GETFD) < 0 { throw ValidationError("--fd \(fd): not an open file descriptor") }
+        if let fd { try FrontendEndpoint.checkOpen(fd: fd) }
         // One device for the whole run (it probes the control sockets now, at start); a frontend
         // leaving releases every handle, so the next one starts clean.
         let device = try ImportVhostUserDevice(options: options, logger: logger)
@@ -100,7 +91,7 @@ struct VGPUImportDevice: ParsableCommand {
         }
         let path = socketPath!
         let listener: OwnedFileDescriptor
-        do { listener = try UnixSocket.listen(path: path) } catch { throw ValidationError("cannot listen on \(path): \(error)") }
+        listener = try FrontendEndpoint.listen(path: path)
         defer { unlink(path) }
         logger.info("listening on \(path)")
         let server = VhostUserServer(listener: listener, logger: logger) { device }

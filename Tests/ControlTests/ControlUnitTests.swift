@@ -48,7 +48,7 @@ import SystemSupport
 
     @Test func responseRoundTripKeepsOptionalFieldsOut() throws {
         let layout = BufferLayout(uuid: "u", device: 1, resource: 2, handleType: "memfd", format: "B8G8R8X8", fourcc: "XR24",
-                                  drmFormat: DRMFourCC.code("XR24"), width: 4, height: 2, stride: 16, offset: 0, size: 32, modifier: 0)
+                                  drmFormat: DRMFourCC.code("XR24")!, width: 4, height: 2, stride: 16, offset: 0, size: 32, modifier: 0)
         let line = ControlCodec.encodeLine(ControlResponse.success(9, ControlResult(buffer: layout)))
         let text = String(decoding: line, as: UTF8.self)
         #expect(!text.contains("devices"))
@@ -71,6 +71,17 @@ import SystemSupport
         #expect(DRMFourCC.name(for: .r8g8b8a8) == "AB24")
         #expect(Set(PixelFormat.allCases.map { DRMFourCC.name(for: $0) }).count == PixelFormat.allCases.count)
         for f in PixelFormat.allCases { #expect(DRMFourCC.format(named: DRMFourCC.name(for: f)) == f) }
+        #expect(DRMFourCC.code("XR2") == nil && DRMFourCC.code("XR24X") == nil)
+    }
+
+    /// The client's byte offsets (ControlProtocol, by fourcc name) agree with the server's
+    /// virtio formats, so `vgpuctl dump` reads every format the server names.
+    @Test func clientByteOffsetsMatchTheVirtioFormats() throws {
+        for f in PixelFormat.allCases {
+            let o = try #require(DRMFourCC.rgbByteOffsets(named: f.drmFourCCName), "\(f)")
+            #expect(o.r == f.byteOffsets.r && o.g == f.byteOffsets.g && o.b == f.byteOffsets.b, "\(f)")
+        }
+        #expect(DRMFourCC.rgbByteOffsets(named: "NV12") == nil)
     }
 
     @Test func rgbConversionHonoursByteOrder() {
@@ -79,7 +90,7 @@ import SystemSupport
             var px = [UInt8](repeating: 0xEE, count: 8)
             let o = f.byteOffsets
             px[o.r] = 0x11; px[o.g] = 0x22; px[o.b] = 0x33
-            let rgb = px.withUnsafeBytes { convertToRGB($0.baseAddress!, format: f, width: 1, height: 1, stride: 8) }
+            let rgb = px.withUnsafeBytes { convertToRGB($0.baseAddress!, offsets: DRMFourCC.rgbByteOffsets(named: f.drmFourCCName)!, width: 1, height: 1, stride: 8) }
             #expect(rgb == [0x11, 0x22, 0x33], "\(f)")
         }
     }

@@ -11,11 +11,11 @@ import VGPUTestSupport
 final class Background: Sendable {
     private final class Flag: Sendable { let value = Atomic<Bool>(false) }
     private let done = Flag()
-    private let thread: pthread_t
+    private let thread: WorkerThread
 
     init(_ body: @escaping @Sendable () -> Void) throws {
         let done = self.done
-        thread = try startThread {
+        thread = try WorkerThread(name: "display-test") { _ in
             body()
             done.value.store(true, ordering: .releasing)
         }
@@ -23,7 +23,7 @@ final class Background: Sendable {
 
     var isFinished: Bool { done.value.load(ordering: .acquiring) }
 
-    func wait() { pthread_join(thread, nil) }
+    func wait() { thread.join() }
 }
 
 /// A frame far larger than a socket buffer.
@@ -235,7 +235,5 @@ struct DisplayFailureTests {
 }
 
 func DisplayMessageHeaderBytes(request: UInt32, flags: UInt32, size: UInt32) -> [UInt8] {
-    var w = DisplayByteWriter()
-    DisplayMessageHeader(request: request, flags: DisplayMessageFlags(rawValue: flags), size: size).encode(into: &w)
-    return w.bytes
+    DisplayMessageHeader(request: request, flags: DisplayMessageFlags(rawValue: flags), size: size).encoded()
 }

@@ -56,8 +56,8 @@ struct DisplayProtocolTests {
         #expect(DisplayCursorUpdate.byteCount == 20 + 16384)
         #expect(DisplayScanout.byteCount == 12)
         #expect(DisplayUpdateHeader.byteCount == 20)
-        #expect(DisplayDMABUFScanout.byteCount == 40)
-        #expect(DisplayDMABUFScanout2.byteCount == 48)
+        #expect(DisplayDMABufScanout.byteCount == 40)
+        #expect(DisplayDMABufScanout2.byteCount == 48)
         #expect(DisplayEDIDRequest.byteCount == 4)
     }
 
@@ -203,9 +203,9 @@ let samplePayloads: [PayloadSample] = [
     PayloadSample(DisplayCursorUpdate(pos: DisplayCursorPos(scanoutID: 0, x: 5, y: 6), hotX: 7, hotY: 8, pixels: cursorImage)),
     PayloadSample(DisplayScanout(scanoutID: 3, width: 1920, height: 1080)),
     PayloadSample(DisplayUpdateHeader(scanoutID: 1, x: 2, y: 3, width: 4, height: 5)),
-    PayloadSample(DisplayDMABUFScanout(scanoutID: 0, x: 1, y: 2, width: 3, height: 4, fdWidth: 5, fdHeight: 6,
+    PayloadSample(DisplayDMABufScanout(scanoutID: 0, x: 1, y: 2, width: 3, height: 4, fdWidth: 5, fdHeight: 6,
                                        fdStride: 7, fdFlags: 1, fourcc: -12345)),
-    PayloadSample(DisplayDMABUFScanout2(scanout: DisplayDMABUFScanout(scanoutID: 2, width: 640, height: 480, fdWidth: 640,
+    PayloadSample(DisplayDMABufScanout2(scanout: DisplayDMABufScanout(scanoutID: 2, width: 640, height: 480, fdWidth: 640,
                                                                       fdHeight: 480, fdStride: 2560, fourcc: 0x3432_5258),
                                         modifier: 0x0100_0000_0000_0002)),
     PayloadSample(DisplayEDIDRequest(scanoutID: 9)),
@@ -228,11 +228,11 @@ func sampleStream() -> [UInt8] {
     s += DisplayMessage.request(.cursorPos, DisplayCursorPos(scanoutID: 0, x: 10, y: 20))
     s += DisplayMessage.request(.getEDID, DisplayEDIDRequest(scanoutID: 0))
     s += DisplayMessage.request(.getDisplayInfo)
-    s += DisplayMessage.request(.dmabufScanout2, DisplayDMABUFScanout2(
-        scanout: DisplayDMABUFScanout(scanoutID: 0, width: 4, height: 4, fdWidth: 4, fdHeight: 4, fdStride: 16, fourcc: 1),
+    s += DisplayMessage.request(.dmabufScanout2, DisplayDMABufScanout2(
+        scanout: DisplayDMABufScanout(scanoutID: 0, width: 4, height: 4, fdWidth: 4, fdHeight: 4, fdStride: 16, fourcc: 1),
         modifier: 0))
     s += DisplayMessage.request(.cursorPosHide, DisplayCursorPos(scanoutID: 0, x: 0, y: 0))
-    s += DisplayMessage.request(.dmabufScanout, DisplayDMABUFScanout(scanoutID: 0, width: 4, height: 4, fdWidth: 4,
+    s += DisplayMessage.request(.dmabufScanout, DisplayDMABufScanout(scanoutID: 0, width: 4, height: 4, fdWidth: 4,
                                                                      fdHeight: 4, fdStride: 16, fourcc: 1))
     s += DisplayMessage.request(.dmabufUpdate, DisplayUpdateHeader(scanoutID: 0, x: 0, y: 0, width: 4, height: 4))
     // QEMU's replies go through the same decoder on the backend side.

@@ -98,7 +98,7 @@ final class DMABUFStandInRenderer: GPURenderer {
         _ = try rig.makeResource(id: 1, width: w, height: h, pixels: first)
         try rig.check(rig.driver.setScanout(0, id: 1, rect: VirtioGPUDriver.rect(0, 0, w, h)), "scanout")
         #expect(rig.peer.waitFor(timeout: .seconds(5)) { $0.dmabufUpdates.count >= 1 })
-        rig.peer.setDMABUFUpdateReplies(.drop)
+        rig.peer.setDMABufUpdateReplies(.drop)
         // The flush waits out the reply bound (1 s), gives dmabuf scanout up, and shows the head
         // whole with pixels; the guest gets its response either way.
         try rig.check(rig.driver.flush(id: 1, rect: VirtioGPUDriver.rect(0, 0, w, h)), "flush")

@@ -1,4 +1,5 @@
 import CShims
+import VirtioCore
 import ControlProtocol
 import ControlServer
 import DisplayChannel

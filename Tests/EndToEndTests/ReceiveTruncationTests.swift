@@ -20,7 +20,8 @@ import Glibc
         do {
             let listener = try UnixSocket.listen(path: path)
             let served = DispatchSemaphore(value: 0)
-            // The server: reads the request line, answers with one line and six fds.
+            // The server: reads the request line, answers with one line and twelve fds (the
+            // control client takes 8 per receive).
             startThread(name: "ctrunc-server") {
                 defer { served.signal() }
                 guard let s = try? UnixSocket.accept(listener) else { return }
@@ -29,14 +30,14 @@ import Glibc
                       let got = try? UnixSocket.receiveSome(s.rawValue, maxBytes: 4096), !got.bytes.isEmpty {
                     request += got.bytes
                 }
-                guard let fds = try? (0..<6).map({ _ in try EventFD.make() }) else { return }
+                guard let fds = try? (0..<12).map({ _ in try EventFD.make() }) else { return }
                 let line = Array("{\"id\":1,\"result\":{}}\n".utf8)
                 _ = sendWithFDs(s.rawValue, bytes: line, fds: fds.map(\.rawValue))
                 _ = try? Poll.wait(s.rawValue, events: Int16(POLLIN), timeout: 2)   // until the client hangs up
             }
             do {
                 let client = try ResolveClient(path: path, timeout: 2)
-                #expect(throws: ResolveError.connectionLost(path: path, why: "receive: control data truncated: peer sent more fds than 4")) {
+                #expect(throws: ResolveError.connectionLost(path: path, why: "receive from \(path): control data truncated: peer sent more fds than 8")) {
                     try client.ping()
                 }
             }

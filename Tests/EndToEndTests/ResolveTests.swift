@@ -4,7 +4,7 @@ import ControlProtocol
 import ControlServer
 import Foundation
 import Testing
-import VGPUResolve
+@testable import VGPUResolve
 import VGPUTestSupport
 import VhostUser
 import FrontendSide
@@ -87,7 +87,7 @@ import SystemSupport
         server.start()
         defer { server.stop(); _ = rig.disconnect() }
         let u = try exported(rig, id: 4)
-        let uuid = try #require(BufferUUID(string: u.description))
+        let uuid = try #require(ResourceUUID(string: u.description))
         #expect(uuid.bytes == u.bytes && uuid.description == u.description)
 
         let client = try ResolveClient(path: server.path)
@@ -97,7 +97,7 @@ import SystemSupport
         #expect(b.layout.stride == 32 && b.layout.handleType == "memfd" && b.layout.kind == "memfd" && b.layout.coherency == "on-transfer")
         #expect(try client.show(uuid: uuid)?.resource == 4)
         #expect(try client.exists(uuid: uuid))
-        #expect(try client.show(uuid: BufferUUID(bytes: [UInt8](repeating: 1, count: 16))!) == nil)
+        #expect(try client.show(uuid: ResourceUUID(bytes: [UInt8](repeating: 1, count: 16))!) == nil)
         #expect(try client.release(uuid: uuid) == 1)
         #expect(try rig.driver.unref(id: 4).type == OK)
         #expect(try !client.exists(uuid: uuid))
@@ -133,6 +133,21 @@ import SystemSupport
             #expect(!error.description.contains("\n"))
         }
         for e in [ResolveError.noSocket(path: missing), .refused(path: stale)] { #expect(!e.description.contains("\n")) }
+    }
+
+    /// ResolveClient runs on ControlProtocol's ControlClient: each of its errors means what the
+    /// importers' own connection used to say (connect errno, server code, broken connection).
+    @Test func controlClientErrorsMapToResolveErrors() {
+        let p = "/run/vgpu/1.sock"
+        #expect(ResolveError(.noSocket("m"), path: p) == .noSocket(path: p))
+        #expect(ResolveError(.connect("m", errno: ENOENT), path: p) == .noSocket(path: p))
+        #expect(ResolveError(.connect("m", errno: ECONNREFUSED), path: p) == .refused(path: p))
+        #expect(ResolveError(.connect("m", errno: EACCES), path: p) == .permissionDenied(path: p, message: "no access to the socket file"))
+        #expect(ResolveError(.connect("m", errno: EMFILE), path: p) == .connect(path: p, errno: EMFILE))
+        #expect(ResolveError(.server(ControlError(.notFound, "gone")), path: p) == .notFound("gone"))
+        #expect(ResolveError(.server(ControlError(.permissionDenied, "no")), path: p) == .permissionDenied(path: p, message: "no"))
+        #expect(ResolveError(.server(ControlError(.busy, "full")), path: p) == .server(code: "busy", message: "full"))
+        #expect(ResolveError(.protocolError("connection closed"), path: p) == .connectionLost(path: p, why: "connection closed"))
     }
 }
 

@@ -15,6 +15,19 @@ import SystemSupport
         try runBinary(Self.binDir + "/vgpuctl", args)
     }
 
+    /// vgpuctl speaks the control protocol only: linking virglrenderer, epoxy or gbm would put
+    /// their closure into every guest initramfs that carries it (issue 10). vgpu-backend, which
+    /// does link them, shows that `ldd` sees them (the debug binaries link what release ones do).
+    @Test func vgpuctlLinksNoGLLibrary() throws {
+        let gl = ["virglrenderer", "epoxy", "gbm"]
+        let ctl = try runBinary("/usr/bin/ldd", [Self.binDir + "/vgpuctl"])
+        #expect(ctl.status == 0, "\(ctl.err)")
+        #expect(ctl.out.contains("libc.so"))
+        for lib in gl { #expect(!ctl.out.contains(lib), "vgpuctl links \(lib):\n\(ctl.out)") }
+        let backend = try runBinary("/usr/bin/ldd", [Self.binDir + "/vgpu-backend"])
+        #expect(backend.out.contains("virglrenderer"))
+    }
+
     @Test func listShowDumpExportAgainstARunningBackend() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vgpuctl-e2e-\(getpid())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)

@@ -285,7 +285,7 @@ struct VirglRendererTests {
 
     @Test func exportWithoutDRMIsAClearError() throws {
         let renderer = try SharedRenderer.get()
-        let outcome = try renderer.sync { core -> Result<VirglDmabuf, VirglError> in
+        let outcome = try renderer.sync { core -> Result<VirglDMABuf, VirglError> in
             try core.createResource(renderTarget(601))
             defer { try? core.destroyResource(601) }
             return Result { () throws(VirglError) in try core.exportResource(601) }

@@ -1,4 +1,5 @@
 import CShims
+import VirtioCore
 import Synchronization
 import Testing
 @testable import VirtioGPU

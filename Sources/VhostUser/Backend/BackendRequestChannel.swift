@@ -51,8 +51,7 @@ public final class BackendRequestChannel: Sendable {
         case .notSent: return .notSent
         case .sent: return .ok
         case .noReply: return .noAck
-        case let .reply(m):
-            let status = WireReader(m.payload).u64(0)
+        case let .reply(status, _):
             return status == 0 ? .ok : .refused(status)
         }
     }
@@ -72,16 +71,15 @@ public final class BackendRequestChannel: Sendable {
     /// own. The reply is awaited (bounded, interruptible) whatever REPLY_ACK says: it carries
     /// the answer. Never call this on the connection thread.
     public func lookup(uuid: [UInt8]) -> LookupOutcome {
-        guard case let .reply(m) = exchange(.sharedObjectLookup, payload: uuid, needReply: true) else { return .noAnswer }
-        let status = WireReader(m.payload).u64(0)
-        var fds = m.fds
+        guard case .reply(let status, var fds) = exchange(.sharedObjectLookup, payload: uuid, needReply: true) else { return .noAnswer }
         if status == 0, !fds.isEmpty { return .found(fds.removeFirst()) }
         return .notFound(status: status)
     }
 
     private enum Exchange {
         case notSent, sent, noReply
-        case reply(VhostUserMessage)
+        /// The frontend's u64 status and the fds that came with it.
+        case reply(status: UInt64, fds: [OwnedFileDescriptor])
     }
 
     /// One request and, with `needReply`, its reply, under the send lock. A failed write or a
@@ -98,11 +96,11 @@ public final class BackendRequestChannel: Sendable {
                 return .notSent
             }
             guard needReply else { return .sent }
-            guard let m = awaitReply(request) else {
+            guard let m = awaitReply(request), let status = U64Payload(decoding: m.payload) else {
                 broken.store(true, ordering: .releasing)
                 return .noReply
             }
-            return .reply(m)
+            return .reply(status: status.value, fds: m.fds)
         }
     }
 
@@ -117,7 +115,7 @@ public final class BackendRequestChannel: Sendable {
             if error == .canceled { EventFD.drain(wake.rawValue) }
             return nil
         }
-        guard let m, m.header.request == request.rawValue, m.header.flags & VhostUserHeaderFlags.reply != 0, m.payload.count == 8
+        guard let m, m.header.request == request.rawValue, m.header.flags & VhostUserHeaderFlags.reply != 0, m.payload.count == U64Payload.size
         else { return nil }
         return m
     }

@@ -138,7 +138,7 @@ public final class VhostUserConnection: Sendable {
         } catch let error as VhostUserMessageError {
             log.log(.error, key: "vu-\(request.name)", "\(error)")
             if request.alwaysReplies {
-                try send(request, WireWriter().u64(1).bytes)   // a reply is due: say failure
+                try send(request, U64Payload(1).bytes)   // a reply is due: say failure
             } else {
                 try ack(message, ok: false)
             }
@@ -154,18 +154,18 @@ public final class VhostUserConnection: Sendable {
     /// knows it and no fd otherwise (libvhost-user's behaviour; QEMU takes "no fd" as failure).
     private func getSharedObject(_ m: VhostUserMessage) throws(Errno) {
         let negotiated = state.withLock { $0.ackedProtocol.contains(.sharedObject) }
+        let shared = SharedObjectPayload(decoding: m.payload)
         var fd: OwnedFileDescriptor?
         if !negotiated {
             log.log(.warning, key: "vu-get-shared", "GET_SHARED_OBJECT without SHARED_OBJECT negotiated")
-        } else if m.payload.count != SharedObjectPayload.size || !m.fds.isEmpty {
-            log.log(.warning, key: "vu-get-shared", "GET_SHARED_OBJECT: \(m.payload.count) bytes, \(m.fds.count) fds; expected 16, 0")
+        } else if let shared, m.fds.isEmpty {
+            fd = device.sharedObject(uuid: shared.uuid)
         } else {
-            fd = device.sharedObject(uuid: m.payload)
+            log.log(.warning, key: "vu-get-shared", "GET_SHARED_OBJECT: \(m.payload.count) bytes, \(m.fds.count) fds; expected 16, 0")
         }
-        var echo = m.payload
-        if echo.count != SharedObjectPayload.size { echo = [UInt8](repeating: 0, count: SharedObjectPayload.size) }
+        let echo = shared ?? SharedObjectPayload.zero
         try VhostUserMessage.write(to: socket.rawValue, request: VhostUserRequest.getSharedObject.rawValue,
-                                   flags: VhostUserHeaderFlags.version | VhostUserHeaderFlags.reply, payload: echo,
+                                   flags: VhostUserHeaderFlags.version | VhostUserHeaderFlags.reply, payload: echo.bytes,
                                    fds: fd.map { [$0.rawValue] } ?? [])
         _ = fd   // closed here, after the send
     }
@@ -205,33 +205,36 @@ public final class VhostUserConnection: Sendable {
         guard acked, message.header.needsReply else { return }
         try VhostUserMessage.write(to: socket.rawValue, request: message.header.request,
                                    flags: VhostUserHeaderFlags.version | VhostUserHeaderFlags.reply,
-                                   payload: WireWriter().u64(ok ? 0 : 1).bytes)
+                                   payload: U64Payload(ok ? 0 : 1).bytes)
     }
 
     /// Handles one request. Returns a reply payload for requests that have one.
     private func handle(_ request: VhostUserRequest, _ m: VhostUserMessage) throws -> [UInt8]? {
-        let p = WireReader(m.payload)
         func expect(size: Int, fds: Int = 0) throws(VhostUserMessageError) {
             guard m.payload.count == size else { throw .badSize(request: request.name, got: m.payload.count, expected: "\(size)") }
             guard m.fds.count == fds else { throw .badFDCount(request: request.name, got: m.fds.count, expected: fds) }
         }
+        /// The payload as `P`, after the size and fd-count checks of `expect`.
+        func decode<P: VhostUserPayload>(_: P.Type, fds: Int = 0) throws(VhostUserMessageError) -> P {
+            try expect(size: P.size, fds: fds)
+            var r = WireReader(m.payload)
+            return P(reading: &r)
+        }
         switch request {
         case .getFeatures:
             try expect(size: 0)
-            return WireWriter().u64(offeredFeatures).bytes
+            return U64Payload(offeredFeatures).bytes
         case .setFeatures:
-            try expect(size: 8)
             // QEMU may ack transport bits we never offered (design notes): accept them.
-            let features = p.u64(0)
+            let features = try decode(U64Payload.self).value
             state.withLock { $0.ackedFeatures = features }
             device.featuresNegotiated(features)
             return nil
         case .getProtocolFeatures:
             try expect(size: 0)
-            return WireWriter().u64(offeredProtocolFeatures.rawValue).bytes
+            return U64Payload(offeredProtocolFeatures.rawValue).bytes
         case .setProtocolFeatures:
-            try expect(size: 8)
-            let wanted = VhostUserProtocolFeatures(rawValue: p.u64(0))
+            let wanted = VhostUserProtocolFeatures(rawValue: try decode(U64Payload.self).value)
             state.withLock { $0.ackedProtocol = wanted.intersection(offeredProtocolFeatures) }
             return nil
         case .setBackendReqFD:
@@ -247,65 +250,61 @@ public final class VhostUserConnection: Sendable {
             return nil
         case .getQueueNum:
             try expect(size: 0)
-            return WireWriter().u64(UInt64(device.queueCount)).bytes
+            return U64Payload(UInt64(device.queueCount)).bytes
         case .getMaxMemSlots:
             try expect(size: 0)
-            return WireWriter().u64(UInt64(Self.maxMemorySlots)).bytes
+            return U64Payload(UInt64(Self.maxMemorySlots)).bytes
         case .setMemTable:
-            try setMemTable(m, p)
+            try setMemTable(m)
             return nil
         case .addMemReg:
-            try expect(size: SingleMemoryRegionPayload.size, fds: 1)
-            try addRegion(MemoryRegionPayload(p, at: 8), fd: m.fds[0], request: request)
+            let r = try decode(SingleMemoryRegionPayload.self, fds: 1)
+            try addRegion(r.region, fd: m.fds[0], request: request)
             return nil
         case .remMemReg:
             // QEMU sends no fd here; some frontends send one. Accept either (it is closed).
-            guard m.payload.count == SingleMemoryRegionPayload.size, m.fds.count <= 1
+            guard let r = SingleMemoryRegionPayload(decoding: m.payload), m.fds.count <= 1
             else { throw VhostUserMessageError.badSize(request: request.name, got: m.payload.count, expected: "\(SingleMemoryRegionPayload.size)") }
-            try removeRegion(MemoryRegionPayload(p, at: 8), request: request)
+            try removeRegion(r.region, request: request)
             return nil
         case .setVringNum:
-            try expect(size: VringState.size)
-            let s = VringState(p)
+            let s = try decode(VringState.self)
             let i = try vringIndex(s.index, request)
             guard s.num > 0, s.num <= UInt32(device.maxQueueSize), s.num & (s.num - 1) == 0
             else { throw VhostUserMessageError.invalidPayload(request: request.name, "queue size \(s.num) (max \(device.maxQueueSize), power of two)") }
             try whileStopped(i, request) { $0.size = UInt16(s.num) }
             return nil
         case .setVringBase:
-            try expect(size: VringState.size)
-            let s = VringState(p)
+            let s = try decode(VringState.self)
             let i = try vringIndex(s.index, request)
             guard s.num <= 0xffff else { throw VhostUserMessageError.invalidPayload(request: request.name, "base \(s.num)") }
             try whileStopped(i, request) { $0.base = UInt16(s.num) }
             return nil
         case .setVringAddr:
-            try expect(size: VringAddressPayload.size)
-            let a = VringAddressPayload(p)
+            let a = try decode(VringAddressPayload.self)
             let i = try vringIndex(a.index, request)
             try whileStopped(i, request) {
                 $0.addresses = VringAddresses(descriptorTable: .init(a.descriptor), availableRing: .init(a.available), usedRing: .init(a.used))
             }
             return nil
         case .setVringKick:
-            let (i, fd) = try vringFD(m, p, request)
+            let (i, fd) = try vringFD(m, request)
             guard let fd else { throw VhostUserMessageError.unsupported(request: "\(request.name) without an fd (polling mode)") }
             try startVring(i, kick: fd, request: request)
             return nil
         case .setVringCall:
-            let (i, fd) = try vringFD(m, p, request)
+            let (i, fd) = try vringFD(m, request)
             state.withLock { s in
                 s.vrings[i].call = fd
                 s.vrings[i].worker?.setCall(fd)
             }
             return nil
         case .setVringErr:
-            let (i, fd) = try vringFD(m, p, request)
+            let (i, fd) = try vringFD(m, request)
             state.withLock { $0.vrings[i].err = fd }
             return nil
         case .setVringEnable:
-            try expect(size: VringState.size)
-            let s = VringState(p)
+            let s = try decode(VringState.self)
             let i = try vringIndex(s.index, request)
             guard s.num <= 1 else { throw VhostUserMessageError.invalidPayload(request: request.name, "enable \(s.num)") }
             state.withLock { st in
@@ -314,16 +313,15 @@ public final class VhostUserConnection: Sendable {
             }
             return nil
         case .getVringBase:
-            try expect(size: VringState.size)
-            let s = VringState(p)
+            let s = try decode(VringState.self)
             let i = try vringIndex(s.index, request)
             let base = stopVring(i)
             return VringState(index: s.index, num: UInt32(base)).bytes
         case .getConfig:
-            guard m.payload.count >= ConfigPayload.headerSize, m.fds.isEmpty
+            guard let c = ConfigPayload(decoding: m.payload), m.fds.isEmpty
             else { throw VhostUserMessageError.badSize(request: request.name, got: m.payload.count, expected: ">= 12") }
-            let offset = p.u32(0), size = p.u32(4), flags = p.u32(8)
-            guard size <= UInt32(ConfigPayload.maxSize), m.payload.count == ConfigPayload.headerSize + Int(size)
+            let offset = c.offset, size = c.size, flags = c.flags
+            guard c.hasConsistentSize
             else { throw VhostUserMessageError.badSize(request: request.name, got: m.payload.count, expected: "12 + size (\(size) ≤ 256)") }
             guard let data = device.readConfig(offset: Int(offset), count: Int(size)), data.count == Int(size) else {
                 log.log(.warning, key: "vu-config", "GET_CONFIG offset \(offset) size \(size) outside config space")
@@ -332,13 +330,12 @@ public final class VhostUserConnection: Sendable {
             }
             return ConfigPayload(offset: offset, size: size, flags: flags, data: data).bytes
         case .setConfig:
-            guard m.payload.count >= ConfigPayload.headerSize, m.fds.isEmpty
+            guard let c = ConfigPayload(decoding: m.payload), m.fds.isEmpty
             else { throw VhostUserMessageError.badSize(request: request.name, got: m.payload.count, expected: ">= 12") }
-            let offset = p.u32(0), size = p.u32(4)
-            guard size <= UInt32(ConfigPayload.maxSize), m.payload.count == ConfigPayload.headerSize + Int(size)
+            guard c.hasConsistentSize
             else { throw VhostUserMessageError.badSize(request: request.name, got: m.payload.count, expected: "12 + size") }
-            guard device.writeConfig(offset: Int(offset), bytes: Array(m.payload[12...]))
-            else { throw VhostUserMessageError.failed(request: request.name, "config write at \(offset) refused") }
+            guard device.writeConfig(offset: Int(c.offset), bytes: c.data)
+            else { throw VhostUserMessageError.failed(request: request.name, "config write at \(c.offset) refused") }
             return nil
         default:
             switch try device.handleDeviceRequest(request.rawValue, payload: m.payload, fds: m.fds) {
@@ -355,13 +352,12 @@ public final class VhostUserConnection: Sendable {
         return Int(raw)
     }
 
-    private func vringFD(_ m: VhostUserMessage, _ p: WireReader, _ request: VhostUserRequest) throws(VhostUserMessageError) -> (Int, OwnedFileDescriptor?) {
-        guard m.payload.count == 8 else { throw .badSize(request: request.name, got: m.payload.count, expected: "8") }
-        let value = p.u64(0)
-        guard value & ~(VringFDPayload.indexMask | VringFDPayload.noFD) == 0
-        else { throw .invalidPayload(request: request.name, "reserved bits set in 0x\(String(value, radix: 16))") }
-        let i = try vringIndex(UInt32(value & VringFDPayload.indexMask), request)
-        let noFD = value & VringFDPayload.noFD != 0
+    private func vringFD(_ m: VhostUserMessage, _ request: VhostUserRequest) throws(VhostUserMessageError) -> (Int, OwnedFileDescriptor?) {
+        guard let payload = VringFDPayload(decoding: m.payload) else { throw .badSize(request: request.name, got: m.payload.count, expected: "8") }
+        guard payload.reservedBits == 0
+        else { throw .invalidPayload(request: request.name, "reserved bits set in 0x\(String(payload.value, radix: 16))") }
+        let i = try vringIndex(payload.index, request)
+        let noFD = !payload.hasFD
         guard m.fds.count == (noFD ? 0 : 1) else { throw .badFDCount(request: request.name, got: m.fds.count, expected: noFD ? 0 : 1) }
         return (i, m.fds.first)
     }
@@ -426,16 +422,14 @@ public final class VhostUserConnection: Sendable {
 
     // MARK: memory
 
-    private func setMemTable(_ m: VhostUserMessage, _ p: WireReader) throws(VhostUserMessageError) {
+    private func setMemTable(_ m: VhostUserMessage) throws(VhostUserMessageError) {
         let name = VhostUserRequest.setMemTable.name
-        guard m.payload.count >= 8 else { throw .badSize(request: name, got: m.payload.count, expected: ">= 8") }
-        let n = Int(p.u32(0))
-        guard n >= 1, n <= MemoryTablePayload.maxRegions else { throw .invalidPayload(request: name, "\(n) regions") }
-        guard m.payload.count == 8 + n * MemoryRegionPayload.size else { throw .badSize(request: name, got: m.payload.count, expected: "\(8 + n * 32)") }
+        let table = try MemoryTablePayload(decoding: m.payload, request: name)
+        let n = table.regions.count
         guard m.fds.count == n else { throw .badFDCount(request: name, got: m.fds.count, expected: n) }
         var regions: [GuestMemoryRegion] = []
-        for k in 0..<n {
-            regions.append(try map(MemoryRegionPayload(p, at: 8 + k * 32), fd: m.fds[k], request: name))
+        for (region, fd) in zip(table.regions, m.fds) {
+            regions.append(try map(region, fd: fd, request: name))
         }
         try publish(regions, request: name)
     }

@@ -114,7 +114,7 @@ extension GPUCommandProcessor {
 
     /// Disables head `index` on the display (its dmabuf too, if it showed one).
     func disableHead(_ index: Int, _ t: inout ScanoutTable, display: any DisplaySink) {
-        if t[index].viaDMABUF { _ = display.scanoutDMABUF(UInt32(index), rect: t[index].rect, buffer: nil) }
+        if t[index].viaDMABUF { _ = display.scanoutDMABuf(UInt32(index), rect: t[index].rect, buffer: nil) }
         t[index] = .disabled
         display.setScanout(UInt32(index), width: 0, height: 0)
     }
@@ -128,14 +128,14 @@ extension GPUCommandProcessor {
               let g = renderer.geometry(of: id), let scanout = renderer.scanoutDMABuffer(id)
         else { return false }
         let l = scanout.layout
-        let dmabuf = DisplayDMABUF(fd: FileDescriptor(rawValue: scanout.buffer.fd), width: g.width, height: g.height, stride: l.stride,
+        let dmabuf = DisplayDMABuf(fd: FileDescriptor(rawValue: scanout.buffer.fd), width: g.width, height: g.height, stride: l.stride,
                                    fourcc: l.fourcc, modifier: l.modifier, flags: l.yZeroTop ? [.yZeroTop] : [])
-        let sent = withExtendedLifetime(scanout.buffer) { display.scanoutDMABUF(UInt32(index), rect: rect, buffer: dmabuf) }
+        let sent = withExtendedLifetime(scanout.buffer) { display.scanoutDMABuf(UInt32(index), rect: rect, buffer: dmabuf) }
         guard sent else { return false }
         let whole = PixelRect(x: 0, y: 0, width: rect.width, height: rect.height)
-        let result = display.updateDMABUF(UInt32(index), rect: whole)
+        let result = display.updateDMABuf(UInt32(index), rect: whole)
         if case .flushed = result { return true }
-        _ = display.scanoutDMABUF(UInt32(index), rect: rect, buffer: nil)
+        _ = display.scanoutDMABuf(UInt32(index), rect: rect, buffer: nil)
         giveUpDMABUFScanout(because: result)
         return false
     }
@@ -143,7 +143,7 @@ extension GPUCommandProcessor {
     /// RESOURCE_FLUSH of a head shown from a dmabuf: a DMABUF_UPDATE. When the display does not
     /// answer, dmabuf scanout is given up and the head is shown whole with pixels.
     func updateViaDMABUF(_ index: Int, _ t: inout ScanoutTable, rect: PixelRect, display: any DisplaySink) {
-        let result = display.updateDMABUF(UInt32(index), rect: rect)
+        let result = display.updateDMABuf(UInt32(index), rect: rect)
         switch result {
         case .flushed:
             return
@@ -153,13 +153,13 @@ extension GPUCommandProcessor {
             return
         default:
             giveUpDMABUFScanout(because: result)
-            _ = display.scanoutDMABUF(UInt32(index), rect: t[index].rect, buffer: nil)
+            _ = display.scanoutDMABuf(UInt32(index), rect: t[index].rect, buffer: nil)
             t[index].viaDMABUF = false
             try? showWithPixels(index, &t, display: display)
         }
     }
 
-    private func giveUpDMABUFScanout(because result: DMABUFUpdateResult) {
+    private func giveUpDMABUFScanout(because result: DMABufUpdateResult) {
         if !dmabufScanoutGivenUp.exchange(true, ordering: .relaxed) {
             logger.warning("dmabuf scanout given up (DMABUF_UPDATE: \(result)); showing every head with pixel updates")
         }

@@ -78,7 +78,7 @@ extension GPUCommandProcessor {
                 t[index] = Scanout(resource: id, rect: rect, viaDMABUF: true)
                 return
             }
-            if wasDMABUF { _ = display.scanoutDMABUF(scanoutID, rect: t[index].rect, buffer: nil) }
+            if wasDMABUF { _ = display.scanoutDMABuf(scanoutID, rect: t[index].rect, buffer: nil) }
             // Only the SCANOUT now: the guest driver flushes right after SET_SCANOUT, and that
             // flush sends the whole head (see `wholeFrameOwed`); sending the frame here too
             // moved every flip's pixels twice. Without a flush, `controlQueueIdle` sends it.

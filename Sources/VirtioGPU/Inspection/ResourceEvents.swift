@@ -1,4 +1,5 @@
 import Synchronization
+import VirtioCore
 import VhostUser
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,5 @@
 import Synchronization
+import VirtioCore
 
 /// Who a UUID names: one resource of one device served by this process.
 public struct ResourceOwner: Hashable, Sendable, CustomStringConvertible {

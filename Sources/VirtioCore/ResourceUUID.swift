@@ -4,6 +4,11 @@
 /// Made by this backend from `SystemRandomNumberGenerator`, unique across every device the process
 /// serves (see `ResourceUUIDRegistry`). This is the only name another device or process may use to
 /// look a resource up: never a guest address, never a resource id of some other device.
+///
+/// The one UUID type of the project. It lives in VirtioCore (which needs only CShims) because a
+/// virtio object UUID is a virtio-level name, not a GPU one: the GPU device makes them, while the
+/// control socket's clients (VGPUResolve, the importer device, vgpuctl, vgpu-bench) parse and
+/// compare them without linking the GPU device or virglrenderer.
 public struct ResourceUUID: Hashable, Sendable, CustomStringConvertible {
     /// Bytes 0...7 and 8...15, most significant byte first (the wire order of `uuid[16]`).
     public let high: UInt64
@@ -22,6 +27,11 @@ public struct ResourceUUID: Hashable, Sendable, CustomStringConvertible {
             if i < 8 { h = h << 8 | UInt64(b) } else { l = l << 8 | UInt64(b) }
         }
         self.init(high: h, low: l)
+    }
+
+    /// From the 16 bytes at `pointer` (a wire struct's `uuid[16]`).
+    public init(pointer: UnsafeRawPointer) {
+        self.init(bytes: UnsafeRawBufferPointer(start: pointer, count: 16))!
     }
 
     /// Parses the canonical text form `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (either case).
