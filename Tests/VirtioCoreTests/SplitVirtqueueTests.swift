@@ -229,23 +229,11 @@ struct SplitVirtqueueAvailTests {
 struct SplitVirtqueueWalkTests {
     let driver = DriverQueue()
 
-    private func popOne(_ head: UInt16) throws -> DescriptorChain? {
-        let queue = try driver.makeDevice()
-        driver.publish(head)
-        return try pop(queue)
-    }
-
-    private func popFailure(_ head: UInt16) throws -> VirtqueueError? {
-        let queue = try driver.makeDevice()
-        driver.publish(head)
-        return popError(queue)
-    }
-
     @Test("a single readable descriptor")
     func single() throws {
         driver.setChain([(Q.buffer(0), 24, false)], indices: [2])
 
-        let chain = try #require(try popOne(2))
+        let chain = try #require(try driver.popOne(2))
 
         #expect(chain.head == 2)
         #expect(chain.descriptors == [Descriptor(address: GuestPhysicalAddress(Q.buffer(0)), length: 24, isWritable: false)])
@@ -257,7 +245,7 @@ struct SplitVirtqueueWalkTests {
     func readableThenWritable() throws {
         driver.setChain([(Q.buffer(0), 24, false), (Q.buffer(1), 8, false), (Q.buffer(2), 100, true), (Q.buffer(3), 4, true)])
 
-        let chain = try #require(try popOne(0))
+        let chain = try #require(try driver.popOne(0))
 
         #expect(chain.descriptors.map(\.address.raw) == [Q.buffer(0), Q.buffer(1), Q.buffer(2), Q.buffer(3)])
         #expect(chain.descriptors.map(\.isWritable) == [false, false, true, true])
@@ -269,7 +257,7 @@ struct SplitVirtqueueWalkTests {
     func scatteredIndices() throws {
         driver.setChain([(Q.buffer(0), 1, false), (Q.buffer(1), 2, false), (Q.buffer(2), 3, true)], indices: [5, 1, 7])
 
-        let chain = try #require(try popOne(5))
+        let chain = try #require(try driver.popOne(5))
 
         #expect(chain.descriptors.map(\.length) == [1, 2, 3])
     }
@@ -278,7 +266,7 @@ struct SplitVirtqueueWalkTests {
     func fullLengthChain() throws {
         driver.setChain((0..<8).map { (Q.buffer($0), 1, false) }, indices: [7, 6, 5, 4, 3, 2, 1, 0])
 
-        let chain = try #require(try popOne(7))
+        let chain = try #require(try driver.popOne(7))
 
         #expect(chain.descriptors.count == 8)
     }
@@ -287,7 +275,7 @@ struct SplitVirtqueueWalkTests {
     func zeroLength() throws {
         driver.setChain([(Q.buffer(0), 0, false), (Q.buffer(1), 4, true)])
 
-        let chain = try #require(try popOne(0))
+        let chain = try #require(try driver.popOne(0))
 
         #expect(chain.descriptors.count == 2)
         #expect(chain.readableBytes == 0)
@@ -317,7 +305,7 @@ struct SplitVirtqueueWalkTests {
         driver.setDescriptor(0, addr: Q.buffer(0), len: 4, flags: DescFlag.next, next: 1)
         driver.setDescriptor(1, addr: Q.buffer(1), len: 4, flags: DescFlag.next, next: 0)
 
-        let error = try popFailure(0)
+        let error = try driver.popFailure(0)
 
         #expect(error == .chainTooLong(head: 0))
         #expect(error?.recoverableHead == 0)
@@ -327,7 +315,7 @@ struct SplitVirtqueueWalkTests {
     func selfLoop() throws {
         driver.setDescriptor(3, addr: Q.buffer(0), len: 4, flags: DescFlag.next, next: 3)
 
-        #expect(try popFailure(3) == .chainTooLong(head: 3))
+        #expect(try driver.popFailure(3) == .chainTooLong(head: 3))
     }
 
     @Test("a loop entered after a few descriptors is still caught")
@@ -336,7 +324,7 @@ struct SplitVirtqueueWalkTests {
         driver.setDescriptor(1, addr: Q.buffer(1), len: 4, flags: DescFlag.next, next: 2)
         driver.setDescriptor(2, addr: Q.buffer(2), len: 4, flags: DescFlag.next | DescFlag.write, next: 1)
 
-        #expect(throws: VirtqueueError.self) { try popOne(0) }
+        #expect(throws: VirtqueueError.self) { try driver.popOne(0) }
     }
 
     @Test("the queue keeps working after a refused chain")
@@ -357,7 +345,7 @@ struct SplitVirtqueueWalkTests {
     func nextOutOfRange() throws {
         driver.setDescriptor(0, addr: Q.buffer(0), len: 4, flags: DescFlag.next, next: 8)
 
-        let error = try popFailure(0)
+        let error = try driver.popFailure(0)
 
         #expect(error == .nextOutOfRange(head: 0, next: 8))
         #expect(error?.recoverableHead == 0)
@@ -367,7 +355,7 @@ struct SplitVirtqueueWalkTests {
     func nextIgnoredWithoutFlag() throws {
         driver.setDescriptor(0, addr: Q.buffer(0), len: 4, flags: 0, next: 0xffff)
 
-        let chain = try #require(try popOne(0))
+        let chain = try #require(try driver.popOne(0))
 
         #expect(chain.descriptors.count == 1)
     }
@@ -376,7 +364,7 @@ struct SplitVirtqueueWalkTests {
     func readableAfterWritable() throws {
         driver.setChain([(Q.buffer(0), 4, false), (Q.buffer(1), 4, true), (Q.buffer(2), 4, false)])
 
-        let error = try popFailure(0)
+        let error = try driver.popFailure(0)
 
         #expect(error == .readableAfterWritable(head: 0))
         #expect(error?.recoverableHead == 0)
@@ -386,7 +374,7 @@ struct SplitVirtqueueWalkTests {
     func outsideRAM() throws {
         driver.setChain([(Q.buffer(0), 4, false), (0x1000, 4, true)], indices: [6, 2])
 
-        let error = try popFailure(6)
+        let error = try driver.popFailure(6)
 
         #expect(error == .memory(head: 6, .outOfBounds(address: 0x1000, length: 4)))
         #expect(error?.recoverableHead == 6)
@@ -396,21 +384,21 @@ struct SplitVirtqueueWalkTests {
     func straddlesEnd() throws {
         driver.setChain([(Q.gpa(Q.ramSize - 8), 9, true)])
 
-        #expect(try popFailure(0) == .memory(head: 0, .outOfBounds(address: Q.gpa(Q.ramSize - 8), length: 9)))
+        #expect(try driver.popFailure(0) == .memory(head: 0, .outOfBounds(address: Q.gpa(Q.ramSize - 8), length: 9)))
     }
 
     @Test("a descriptor ending exactly at the end of guest RAM is accepted")
     func endsAtEnd() throws {
         driver.setChain([(Q.gpa(Q.ramSize - 8), 8, true)])
 
-        #expect(try popOne(0)?.writableBytes == 8)
+        #expect(try driver.popOne(0)?.writableBytes == 8)
     }
 
     @Test("a descriptor whose address + length wraps past 2^64 is refused")
     func wrapping() throws {
         driver.setChain([(UInt64.max - 2, 16, false)])
 
-        #expect(try popFailure(0) == .memory(head: 0, .overflow(address: UInt64.max - 2, length: 16)))
+        #expect(try driver.popFailure(0) == .memory(head: 0, .overflow(address: UInt64.max - 2, length: 16)))
     }
 
     @Test("a chain whose readable total passes 4 GiB is refused")
@@ -463,25 +451,13 @@ struct SplitVirtqueueIndirectTests {
     static let tableOffset = 0x8000
     var tableGPA: UInt64 { Q.gpa(Self.tableOffset) }
 
-    private func popOne(_ head: UInt16) throws -> DescriptorChain? {
-        let queue = try driver.makeDevice()
-        driver.publish(head)
-        return try pop(queue)
-    }
-
-    private func popFailure(_ head: UInt16) throws -> VirtqueueError? {
-        let queue = try driver.makeDevice()
-        driver.publish(head)
-        return popError(queue)
-    }
-
     @Test("an indirect table is flattened into the chain")
     func flattened() throws {
         driver.setChain([(Q.buffer(0), 24, false), (Q.buffer(1), 8, false), (Q.buffer(2), 64, true)],
                         tableOffset: Self.tableOffset)
         driver.setDescriptor(3, addr: tableGPA, len: 48, flags: DescFlag.indirect)
 
-        let chain = try #require(try popOne(3))
+        let chain = try #require(try driver.popOne(3))
 
         #expect(chain.head == 3)
         #expect(chain.descriptors.map(\.address.raw) == [Q.buffer(0), Q.buffer(1), Q.buffer(2)])
@@ -496,7 +472,7 @@ struct SplitVirtqueueIndirectTests {
                         tableOffset: Self.tableOffset)
         driver.setDescriptor(0, addr: tableGPA, len: 64, flags: DescFlag.indirect)
 
-        let chain = try #require(try popOne(0))
+        let chain = try #require(try driver.popOne(0))
 
         #expect(chain.descriptors.map(\.length) == [1, 2, 3])
     }
@@ -507,7 +483,7 @@ struct SplitVirtqueueIndirectTests {
         driver.setDescriptor(0, addr: Q.buffer(0), len: 1, flags: DescFlag.next, next: 1)
         driver.setDescriptor(1, addr: tableGPA, len: 32, flags: DescFlag.indirect)
 
-        let chain = try #require(try popOne(0))
+        let chain = try #require(try driver.popOne(0))
 
         #expect(chain.descriptors.map(\.length) == [1, 2, 3])
     }
@@ -517,7 +493,7 @@ struct SplitVirtqueueIndirectTests {
         driver.setChain([(Q.buffer(0), 4, false), (Q.buffer(1), 4, true)], tableOffset: Self.tableOffset)
         driver.setDescriptor(0, addr: tableGPA, len: 32, flags: DescFlag.indirect | DescFlag.write)
 
-        let chain = try #require(try popOne(0))
+        let chain = try #require(try driver.popOne(0))
 
         #expect(chain.readableBytes == 4)
         #expect(chain.writableBytes == 4)
@@ -528,7 +504,7 @@ struct SplitVirtqueueIndirectTests {
         driver.setChain((0..<4).map { (Q.buffer($0), UInt32($0 + 1), false) }, indices: [0, 3, 1, 2], tableOffset: Self.tableOffset)   // a table starts at entry 0
         driver.setDescriptor(0, addr: tableGPA, len: 64, flags: DescFlag.indirect)
 
-        let chain = try #require(try popOne(0))
+        let chain = try #require(try driver.popOne(0))
 
         #expect(chain.descriptors.map(\.length) == [1, 2, 3, 4])
     }
@@ -538,7 +514,7 @@ struct SplitVirtqueueIndirectTests {
         driver.setChain([(Q.buffer(0), 4, false)], tableOffset: Self.tableOffset)
         driver.setDescriptor(0, addr: tableGPA, len: UInt32(16 * SplitVirtqueue.maxIndirectEntries), flags: DescFlag.indirect)
 
-        #expect(try popOne(0)?.descriptors.count == 1)
+        #expect(try driver.popOne(0)?.descriptors.count == 1)
     }
 
     @Test("an indirect table inside an indirect table is refused")
@@ -547,7 +523,7 @@ struct SplitVirtqueueIndirectTests {
         driver.setDescriptor(1, addr: tableGPA, len: 32, flags: DescFlag.indirect, tableOffset: Self.tableOffset)
         driver.setDescriptor(5, addr: tableGPA, len: 32, flags: DescFlag.indirect)
 
-        let error = try popFailure(5)
+        let error = try driver.popFailure(5)
 
         #expect(error == .nestedIndirect(head: 5))
         #expect(error?.recoverableHead == 5)
@@ -559,7 +535,7 @@ struct SplitVirtqueueIndirectTests {
         driver.setDescriptor(0, addr: tableGPA, len: 16, flags: DescFlag.indirect | DescFlag.next, next: 1)
         driver.setDescriptor(1, addr: Q.buffer(1), len: 4, flags: DescFlag.write)
 
-        let error = try popFailure(0)
+        let error = try driver.popFailure(0)
 
         #expect(error == .indirectWithNext(head: 0))
         #expect(error?.recoverableHead == 0)
@@ -570,14 +546,14 @@ struct SplitVirtqueueIndirectTests {
         driver.setChain([(Q.buffer(0), 4, false), (Q.buffer(1), 4, false), (Q.buffer(2), 4, false)], tableOffset: Self.tableOffset)
         driver.setDescriptor(0, addr: tableGPA, len: length, flags: DescFlag.indirect)
 
-        #expect(try popFailure(0) == .indirectBadLength(head: 0, length: length))
+        #expect(try driver.popFailure(0) == .indirectBadLength(head: 0, length: length))
     }
 
     @Test("an empty indirect table is refused")
     func zeroLength() throws {
         driver.setDescriptor(0, addr: tableGPA, len: 0, flags: DescFlag.indirect)
 
-        #expect(try popFailure(0) == .indirectBadLength(head: 0, length: 0))
+        #expect(try driver.popFailure(0) == .indirectBadLength(head: 0, length: 0))
     }
 
     @Test("an indirect table larger than the limit is refused", arguments: [
@@ -586,14 +562,14 @@ struct SplitVirtqueueIndirectTests {
     func tooLarge(length: UInt32) throws {
         driver.setDescriptor(0, addr: tableGPA, len: length, flags: DescFlag.indirect)
 
-        #expect(try popFailure(0) == .indirectBadLength(head: 0, length: length))
+        #expect(try driver.popFailure(0) == .indirectBadLength(head: 0, length: length))
     }
 
     @Test("an indirect table outside guest RAM is refused with its head")
     func tableOutsideRAM() throws {
         driver.setDescriptor(2, addr: 0x2000, len: 32, flags: DescFlag.indirect)
 
-        let error = try popFailure(2)
+        let error = try driver.popFailure(2)
 
         #expect(error == .memory(head: 2, .outOfBounds(address: 0x2000, length: 32)))
         #expect(error?.recoverableHead == 2)
@@ -603,7 +579,7 @@ struct SplitVirtqueueIndirectTests {
     func tableStraddlesEnd() throws {
         driver.setDescriptor(0, addr: Q.gpa(Q.ramSize - 16), len: 32, flags: DescFlag.indirect)
 
-        #expect(try popFailure(0) == .memory(head: 0, .outOfBounds(address: Q.gpa(Q.ramSize - 16), length: 32)))
+        #expect(try driver.popFailure(0) == .memory(head: 0, .outOfBounds(address: Q.gpa(Q.ramSize - 16), length: 32)))
     }
 
     @Test("a loop inside an indirect table is refused")
@@ -612,7 +588,7 @@ struct SplitVirtqueueIndirectTests {
         driver.setDescriptor(1, addr: Q.buffer(1), len: 4, flags: DescFlag.next, next: 0, tableOffset: Self.tableOffset)
         driver.setDescriptor(4, addr: tableGPA, len: 32, flags: DescFlag.indirect)
 
-        let error = try popFailure(4)
+        let error = try driver.popFailure(4)
 
         #expect(error == .chainTooLong(head: 4))
         #expect(error?.recoverableHead == 4)
@@ -624,7 +600,7 @@ struct SplitVirtqueueIndirectTests {
         driver.setDescriptor(0, addr: Q.buffer(0), len: 4, flags: DescFlag.next, next: 2, tableOffset: Self.tableOffset)
         driver.setDescriptor(0, addr: tableGPA, len: 32, flags: DescFlag.indirect)
 
-        #expect(try popFailure(0) == .nextOutOfRange(head: 0, next: 2))
+        #expect(try driver.popFailure(0) == .nextOutOfRange(head: 0, next: 2))
     }
 
     @Test("a readable descriptor after a writable one inside the table is refused")
@@ -632,7 +608,7 @@ struct SplitVirtqueueIndirectTests {
         driver.setChain([(Q.buffer(0), 4, true), (Q.buffer(1), 4, false)], tableOffset: Self.tableOffset)
         driver.setDescriptor(0, addr: tableGPA, len: 32, flags: DescFlag.indirect)
 
-        #expect(try popFailure(0) == .readableAfterWritable(head: 0))
+        #expect(try driver.popFailure(0) == .readableAfterWritable(head: 0))
     }
 
     @Test("a writable direct descriptor before a table with readable entries is refused")
@@ -641,7 +617,7 @@ struct SplitVirtqueueIndirectTests {
         driver.setDescriptor(0, addr: Q.buffer(0), len: 4, flags: DescFlag.next | DescFlag.write, next: 1)
         driver.setDescriptor(1, addr: tableGPA, len: 16, flags: DescFlag.indirect)
 
-        #expect(try popFailure(0) == .readableAfterWritable(head: 0))
+        #expect(try driver.popFailure(0) == .readableAfterWritable(head: 0))
     }
 
     @Test("a buffer in the table outside guest RAM is refused")
@@ -649,7 +625,7 @@ struct SplitVirtqueueIndirectTests {
         driver.setChain([(Q.buffer(0), 4, false), (0xdead_0000_0000, 4, true)], tableOffset: Self.tableOffset)
         driver.setDescriptor(1, addr: tableGPA, len: 32, flags: DescFlag.indirect)
 
-        #expect(try popFailure(1) == .memory(head: 1, .outOfBounds(address: 0xdead_0000_0000, length: 4)))
+        #expect(try driver.popFailure(1) == .memory(head: 1, .outOfBounds(address: 0xdead_0000_0000, length: 4)))
     }
 }
 

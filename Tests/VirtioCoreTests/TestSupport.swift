@@ -180,3 +180,19 @@ func popError(_ queue: SplitVirtqueue) -> VirtqueueError? {
     var chain = DescriptorChain()
     do { _ = try queue.popChain(into: &chain); return nil } catch { return error }
 }
+
+extension DriverQueue {
+    /// Publishes `head` and pops it from a fresh device-side view of the queue.
+    func popOne(_ head: UInt16) throws -> DescriptorChain? {
+        let queue = try makeDevice()
+        publish(head)
+        return try pop(queue)
+    }
+
+    /// Publishes `head` and returns the error popping it from a fresh device-side view gives.
+    func popFailure(_ head: UInt16) throws -> VirtqueueError? {
+        let queue = try makeDevice()
+        publish(head)
+        return popError(queue)
+    }
+}
