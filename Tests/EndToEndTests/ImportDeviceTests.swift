@@ -39,7 +39,7 @@ final class LookupPeer: @unchecked Sendable {
                 let (status, found) = answer(m.payload)
                 try? VhostUserMessage.write(to: fd.rawValue, request: m.header.request,
                                             flags: VhostUserHeaderFlags.version | VhostUserHeaderFlags.reply,
-                                            payload: WireWriter().u64(UInt64(bitPattern: status)).bytes, fds: found.map { [$0] } ?? [])
+                                            payload: ByteWriter().u64(UInt64(bitPattern: status)).bytes, fds: found.map { [$0] } ?? [])
             }
         }
     }

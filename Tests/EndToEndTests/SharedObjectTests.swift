@@ -32,10 +32,10 @@ final class BackendChannelPeer: @unchecked Sendable {
                     let found = lookup(m.payload)
                     try? VhostUserMessage.write(to: fd.rawValue, request: m.header.request,
                                                 flags: VhostUserHeaderFlags.version | VhostUserHeaderFlags.reply,
-                                                payload: WireWriter().u64(0).bytes, fds: found.map { [$0] } ?? [])
+                                                payload: ByteWriter().u64(0).bytes, fds: found.map { [$0] } ?? [])
                 } else if ack, m.header.needsReply {
                     try? VhostUserMessage.write(to: fd.rawValue, request: m.header.request,
-                                                flags: VhostUserHeaderFlags.version | VhostUserHeaderFlags.reply, payload: WireWriter().u64(0).bytes)
+                                                flags: VhostUserHeaderFlags.version | VhostUserHeaderFlags.reply, payload: ByteWriter().u64(0).bytes)
                 }
             }
             ended.signal()

@@ -15,7 +15,7 @@ import SystemSupport
         startThread(name: "ack") {
             if let m = try? VhostUserMessage.read(from: fd.rawValue) {
                 try? VhostUserMessage.write(to: fd.rawValue, request: m.header.request,
-                                            flags: VhostUserHeaderFlags.version | VhostUserHeaderFlags.reply, payload: WireWriter().u64(status).bytes)
+                                            flags: VhostUserHeaderFlags.version | VhostUserHeaderFlags.reply, payload: ByteWriter().u64(status).bytes)
             }
             done.signal()
         }

@@ -1,3 +1,4 @@
+import SystemSupport
 import Testing
 @testable import VhostUser
 
@@ -16,7 +17,7 @@ import Testing
         #expect(a.bytes.count == VringAddressPayload.size)
         #expect(VringAddressPayload(decoding: a.bytes) == a)
         // desc, used, avail order as in the spec.
-        var r = WireReader(a.bytes, offset: 16)
+        var r = ByteReader(a.bytes, offset: 16)
         #expect(r.u64() == 0x3000)
     }
 

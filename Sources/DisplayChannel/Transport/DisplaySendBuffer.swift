@@ -4,13 +4,14 @@
 // here: the caller points further iovecs at it.
 
 #if canImport(Glibc)
+import SystemSupport
 import Glibc
 #endif
 
 /// No payload (GET_PROTOCOL_FEATURES, GET_DISPLAY_INFO).
 struct DisplayNoPayload: DisplayWireEncodable {
     static let byteCount = 0
-    func write(_ w: inout DisplayFieldWriter) {}
+    func write(_ w: inout FieldWriter) {}
 }
 
 // @unchecked: the owner keeps it under a lock; the raw pointers are owned scratch memory.

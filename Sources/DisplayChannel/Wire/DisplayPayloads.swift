@@ -2,6 +2,8 @@
 // as data only: one struct each, its one encoder (`write`) and its one decoder
 // (`init(reading:)`), field by field in the order of QEMU's packed C struct.
 
+import SystemSupport
+
 /// `VhostUserGpuMsg` header: `u32 request, u32 flags, u32 size` (size of the following payload).
 public struct DisplayMessageHeader: DisplayPayload {
     public static let byteCount = 12
@@ -20,10 +22,10 @@ public struct DisplayMessageHeader: DisplayPayload {
 
     public var knownRequest: DisplayRequest? { DisplayRequest(rawValue: request) }
 
-    public init(reading r: inout DisplayByteReader) {
+    public init(reading r: inout ByteReader) {
         self.init(request: r.u32(), flags: DisplayMessageFlags(rawValue: r.u32()), size: r.u32())
     }
-    public func write(_ w: inout DisplayFieldWriter) { w.u32(request); w.u32(flags.rawValue); w.u32(size) }
+    public func write(_ w: inout FieldWriter) { w.u32(request); w.u32(flags.rawValue); w.u32(size) }
 }
 
 /// `VhostUserGpuCursorPos` {scanout_id, x, y} (CURSOR_POS, CURSOR_POS_HIDE).
@@ -32,8 +34,8 @@ public struct DisplayCursorPos: DisplayPayload {
     public static let specName = "VhostUserGpuCursorPos"
     public var scanoutID: UInt32, x: UInt32, y: UInt32
     public init(scanoutID: UInt32, x: UInt32, y: UInt32) { self.scanoutID = scanoutID; self.x = x; self.y = y }
-    public init(reading r: inout DisplayByteReader) { self.init(scanoutID: r.u32(), x: r.u32(), y: r.u32()) }
-    public func write(_ w: inout DisplayFieldWriter) { w.u32(scanoutID); w.u32(x); w.u32(y) }
+    public init(reading r: inout ByteReader) { self.init(scanoutID: r.u32(), x: r.u32(), y: r.u32()) }
+    public func write(_ w: inout FieldWriter) { w.u32(scanoutID); w.u32(x); w.u32(y) }
 }
 
 /// The part of `VhostUserGpuCursorUpdate` before the image: {pos, hot_x, hot_y}. The sink sends
@@ -44,10 +46,10 @@ public struct DisplayCursorUpdateHeader: DisplayPayload {
     public var pos: DisplayCursorPos
     public var hotX: UInt32, hotY: UInt32
     public init(pos: DisplayCursorPos, hotX: UInt32, hotY: UInt32) { self.pos = pos; self.hotX = hotX; self.hotY = hotY }
-    public init(reading r: inout DisplayByteReader) {
+    public init(reading r: inout ByteReader) {
         self.init(pos: DisplayCursorPos(reading: &r), hotX: r.u32(), hotY: r.u32())
     }
-    public func write(_ w: inout DisplayFieldWriter) { pos.write(&w); w.u32(hotX); w.u32(hotY) }
+    public func write(_ w: inout FieldWriter) { pos.write(&w); w.u32(hotX); w.u32(hotY) }
 }
 
 /// `VhostUserGpuCursorUpdate` {pos, hot_x, hot_y, u32 data[64*64]} (CURSOR_UPDATE).
@@ -72,11 +74,11 @@ public struct DisplayCursorUpdate: DisplayPayload {
         self.pos = pos; self.hotX = hotX; self.hotY = hotY; self.pixels = pixels
     }
     public var header: DisplayCursorUpdateHeader { DisplayCursorUpdateHeader(pos: pos, hotX: hotX, hotY: hotY) }
-    public init(reading r: inout DisplayByteReader) {
+    public init(reading r: inout ByteReader) {
         let header = DisplayCursorUpdateHeader(reading: &r)
         self.init(pos: header.pos, hotX: header.hotX, hotY: header.hotY, pixels: r.take(Self.pixelBytes))
     }
-    public func write(_ w: inout DisplayFieldWriter) { header.write(&w); w.raw(pixels) }
+    public func write(_ w: inout FieldWriter) { header.write(&w); w.raw(pixels) }
 }
 
 /// `VhostUserGpuScanout` {scanout_id, width, height} (SCANOUT). 0x0 disables the scanout.
@@ -87,8 +89,8 @@ public struct DisplayScanout: DisplayPayload {
     public init(scanoutID: UInt32, width: UInt32, height: UInt32) {
         self.scanoutID = scanoutID; self.width = width; self.height = height
     }
-    public init(reading r: inout DisplayByteReader) { self.init(scanoutID: r.u32(), width: r.u32(), height: r.u32()) }
-    public func write(_ w: inout DisplayFieldWriter) { w.u32(scanoutID); w.u32(width); w.u32(height) }
+    public init(reading r: inout ByteReader) { self.init(scanoutID: r.u32(), width: r.u32(), height: r.u32()) }
+    public func write(_ w: inout FieldWriter) { w.u32(scanoutID); w.u32(width); w.u32(height) }
 }
 
 /// `VhostUserGpuUpdate` without its data: {scanout_id, x, y, width, height}. The UPDATE payload
@@ -104,10 +106,10 @@ public struct DisplayUpdateHeader: DisplayPayload {
         self.init(scanoutID: scanoutID, x: rect.x, y: rect.y, width: rect.width, height: rect.height)
     }
     public var rect: PixelRect { PixelRect(x: x, y: y, width: width, height: height) }
-    public init(reading r: inout DisplayByteReader) {
+    public init(reading r: inout ByteReader) {
         self.init(scanoutID: r.u32(), x: r.u32(), y: r.u32(), width: r.u32(), height: r.u32())
     }
-    public func write(_ w: inout DisplayFieldWriter) {
+    public func write(_ w: inout FieldWriter) {
         w.u32(scanoutID); w.u32(x); w.u32(y); w.u32(width); w.u32(height)
     }
 
@@ -142,11 +144,11 @@ public struct DisplayDMABufScanout: DisplayPayload {
                   fdWidth: buffer.width, fdHeight: buffer.height, fdStride: buffer.stride,
                   fdFlags: buffer.flags.rawValue, fourcc: Int32(bitPattern: buffer.fourcc))
     }
-    public init(reading r: inout DisplayByteReader) {
+    public init(reading r: inout ByteReader) {
         self.init(scanoutID: r.u32(), x: r.u32(), y: r.u32(), width: r.u32(), height: r.u32(),
                   fdWidth: r.u32(), fdHeight: r.u32(), fdStride: r.u32(), fdFlags: r.u32(), fourcc: r.i32())
     }
-    public func write(_ w: inout DisplayFieldWriter) {
+    public func write(_ w: inout FieldWriter) {
         w.u32(scanoutID); w.u32(x); w.u32(y); w.u32(width); w.u32(height)
         w.u32(fdWidth); w.u32(fdHeight); w.u32(fdStride); w.u32(fdFlags); w.i32(fourcc)
     }
@@ -162,10 +164,10 @@ public struct DisplayDMABufScanout2: DisplayPayload {
     public var scanout: DisplayDMABufScanout
     public var modifier: UInt64
     public init(scanout: DisplayDMABufScanout, modifier: UInt64) { self.scanout = scanout; self.modifier = modifier }
-    public init(reading r: inout DisplayByteReader) {
+    public init(reading r: inout ByteReader) {
         self.init(scanout: DisplayDMABufScanout(reading: &r), modifier: r.u64())
     }
-    public func write(_ w: inout DisplayFieldWriter) { scanout.write(&w); w.u64(modifier) }
+    public func write(_ w: inout FieldWriter) { scanout.write(&w); w.u64(modifier) }
 }
 
 /// `VhostUserGpuEdidRequest` {scanout_id} (GET_EDID).
@@ -174,8 +176,8 @@ public struct DisplayEDIDRequest: DisplayPayload {
     public static let specName = "VhostUserGpuEdidRequest"
     public var scanoutID: UInt32
     public init(scanoutID: UInt32) { self.scanoutID = scanoutID }
-    public init(reading r: inout DisplayByteReader) { self.init(scanoutID: r.u32()) }
-    public func write(_ w: inout DisplayFieldWriter) { w.u32(scanoutID) }
+    public init(reading r: inout ByteReader) { self.init(scanoutID: r.u32()) }
+    public func write(_ w: inout FieldWriter) { w.u32(scanoutID) }
 }
 
 /// `u64` feature bits (GET_PROTOCOL_FEATURES reply, SET_PROTOCOL_FEATURES request).
@@ -184,6 +186,6 @@ public struct DisplayFeaturesPayload: DisplayPayload {
     public static let specName = "u64 protocol features"
     public var features: DisplayProtocolFeatures
     public init(_ features: DisplayProtocolFeatures) { self.features = features }
-    public init(reading r: inout DisplayByteReader) { self.init(DisplayProtocolFeatures(rawValue: r.u64())) }
-    public func write(_ w: inout DisplayFieldWriter) { w.u64(features.rawValue) }
+    public init(reading r: inout ByteReader) { self.init(DisplayProtocolFeatures(rawValue: r.u64())) }
+    public func write(_ w: inout FieldWriter) { w.u64(features.rawValue) }
 }

@@ -1,6 +1,8 @@
 // The payloads of QEMU's replies on the display socket (GET_DISPLAY_INFO, GET_EDID): they are
 // virtio-gpu response structs. Data only: one struct each, one encoder, one decoder.
 
+import SystemSupport
+
 /// `struct virtio_gpu_ctrl_hdr` (24 bytes) as it starts the display info and EDID replies.
 /// QEMU fills only `type`; the rest is zero.
 public enum DisplayCtrlHeader {
@@ -29,7 +31,7 @@ public struct DisplayInfoReply: DisplayPayload {
         precondition(modes.count <= Self.maxScanouts)
         self.type = type; self.modes = modes
     }
-    public init(reading r: inout DisplayByteReader) {
+    public init(reading r: inout ByteReader) {
         let type = r.u32()
         r.skip(DisplayCtrlHeader.byteCount - 4)
         var modes: [DisplayMode] = []
@@ -42,7 +44,7 @@ public struct DisplayInfoReply: DisplayPayload {
         }
         self.init(type: type, modes: modes)
     }
-    public func write(_ w: inout DisplayFieldWriter) {
+    public func write(_ w: inout FieldWriter) {
         w.u32(type)
         w.zeros(DisplayCtrlHeader.byteCount - 4)
         let sent = modes.prefix(Self.maxScanouts)
@@ -83,14 +85,14 @@ public struct DisplayEDIDReply: DisplayPayload {
         return Array(edid[0..<Int(size)])
     }
 
-    public init(reading r: inout DisplayByteReader) {
+    public init(reading r: inout ByteReader) {
         let type = r.u32()
         r.skip(DisplayCtrlHeader.byteCount - 4)
         let size = r.u32()
         r.skip(4)
         self.init(type: type, size: size, edid: r.take(Self.edidCapacity))
     }
-    public func write(_ w: inout DisplayFieldWriter) {
+    public func write(_ w: inout FieldWriter) {
         w.u32(type)
         w.zeros(DisplayCtrlHeader.byteCount - 4)
         w.u32(size); w.u32(0)

@@ -217,7 +217,7 @@ public final class VhostUserConnection: Sendable {
         /// The payload as `P`, after the size and fd-count checks of `expect`.
         func decode<P: VhostUserPayload>(_: P.Type, fds: Int = 0) throws(VhostUserMessageError) -> P {
             try expect(size: P.size, fds: fds)
-            var r = WireReader(m.payload)
+            var r = ByteReader(m.payload)
             return P(reading: &r)
         }
         switch request {

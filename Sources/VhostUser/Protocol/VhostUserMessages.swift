@@ -2,6 +2,8 @@
 // the message header and its flags, feature bits, and why a message is refused. Data only, no
 // I/O; the payload structs are in VhostUserPayloads.swift.
 
+import SystemSupport
+
 /// Front-end → back-end requests. Raw values are the spec's.
 public enum VhostUserRequest: UInt32, Sendable, CaseIterable {
     case getFeatures = 1, setFeatures = 2, setOwner = 3, resetOwner = 4, setMemTable = 5, setLogBase = 6,
@@ -61,11 +63,11 @@ public struct VhostUserHeader: VhostUserPayload {
 
     /// Decodes the first 12 bytes of `bytes` (the caller read exactly that many).
     public init(bytes: UnsafeRawBufferPointer) {
-        var r = WireReader(Array(bytes.prefix(Self.size)))
+        var r = ByteReader(Array(bytes.prefix(Self.size)))
         self.init(reading: &r)
     }
-    public init(reading r: inout WireReader) { self.init(request: r.u32(), flags: r.u32(), size: r.u32()) }
-    public func write(_ w: WireWriter) { w.u32(request).u32(flags).u32(size) }
+    public init(reading r: inout ByteReader) { self.init(request: r.u32(), flags: r.u32(), size: r.u32()) }
+    public func write(_ w: ByteWriter) { w.u32(request).u32(flags).u32(size) }
 
     public var needsReply: Bool { flags & VhostUserHeaderFlags.needReply != 0 }
 }

@@ -4,14 +4,16 @@
 // same structs, so each layout is written once. Payloads whose size varies (the memory table,
 // config space) check their own consistency and report it with the backend's errors.
 
+import SystemSupport
+
 /// A single `u64`: feature bits (GET/SET_FEATURES, GET/SET_PROTOCOL_FEATURES), GET_QUEUE_NUM,
 /// GET_MAX_MEM_SLOTS, and the status of a REPLY_ACK or a backend-channel reply (0: success).
 public struct U64Payload: VhostUserPayload {
     public static let size = 8
     public var value: UInt64
     public init(_ value: UInt64) { self.value = value }
-    public init(reading r: inout WireReader) { value = r.u64() }
-    public func write(_ w: WireWriter) { w.u64(value) }
+    public init(reading r: inout ByteReader) { value = r.u64() }
+    public func write(_ w: ByteWriter) { w.u64(value) }
 }
 
 /// VhostUserVringState: `{u32 index, u32 num}` (SET_VRING_NUM, SET/GET_VRING_BASE,
@@ -20,8 +22,8 @@ public struct VringState: VhostUserPayload {
     public static let size = 8
     public var index: UInt32, num: UInt32
     public init(index: UInt32, num: UInt32) { self.index = index; self.num = num }
-    public init(reading r: inout WireReader) { self.init(index: r.u32(), num: r.u32()) }
-    public func write(_ w: WireWriter) { w.u32(index).u32(num) }
+    public init(reading r: inout ByteReader) { self.init(index: r.u32(), num: r.u32()) }
+    public func write(_ w: ByteWriter) { w.u32(index).u32(num) }
 }
 
 /// VhostUserVringAddr: `{u32 index, u32 flags, u64 desc, u64 used, u64 avail, u64 log}`
@@ -32,10 +34,10 @@ public struct VringAddressPayload: VhostUserPayload {
     public init(index: UInt32, flags: UInt32 = 0, descriptor: UInt64, used: UInt64, available: UInt64, log: UInt64 = 0) {
         self.index = index; self.flags = flags; self.descriptor = descriptor; self.used = used; self.available = available; self.log = log
     }
-    public init(reading r: inout WireReader) {
+    public init(reading r: inout ByteReader) {
         self.init(index: r.u32(), flags: r.u32(), descriptor: r.u64(), used: r.u64(), available: r.u64(), log: r.u64())
     }
-    public func write(_ w: WireWriter) { w.u32(index).u32(flags).u64(descriptor).u64(used).u64(available).u64(log) }
+    public func write(_ w: ByteWriter) { w.u32(index).u32(flags).u64(descriptor).u64(used).u64(available).u64(log) }
 }
 
 /// The `u64` of SET_VRING_KICK/CALL/ERR: the vring index in the low byte; bit 8 says "no fd"
@@ -49,8 +51,8 @@ public struct VringFDPayload: VhostUserPayload {
     public init(value: UInt64) { self.value = value }
     /// Ring `index` with an fd attached, or without one (`hasFD: false`).
     public init(index: UInt32, hasFD: Bool = true) { value = UInt64(index) | (hasFD ? 0 : Self.noFD) }
-    public init(reading r: inout WireReader) { value = r.u64() }
-    public func write(_ w: WireWriter) { w.u64(value) }
+    public init(reading r: inout ByteReader) { value = r.u64() }
+    public func write(_ w: ByteWriter) { w.u64(value) }
 
     /// Bits set outside the index and the no-fd flag (a valid payload has none).
     public var reservedBits: UInt64 { value & ~(Self.indexMask | Self.noFD) }
@@ -66,10 +68,10 @@ public struct MemoryRegionPayload: VhostUserPayload {
     public init(guestAddress: UInt64, size: UInt64, userAddress: UInt64, mmapOffset: UInt64) {
         self.guestAddress = guestAddress; self.size = size; self.userAddress = userAddress; self.mmapOffset = mmapOffset
     }
-    public init(reading r: inout WireReader) {
+    public init(reading r: inout ByteReader) {
         self.init(guestAddress: r.u64(), size: r.u64(), userAddress: r.u64(), mmapOffset: r.u64())
     }
-    public func write(_ w: WireWriter) { w.u64(guestAddress).u64(size).u64(userAddress).u64(mmapOffset) }
+    public func write(_ w: ByteWriter) { w.u64(guestAddress).u64(size).u64(userAddress).u64(mmapOffset) }
 }
 
 /// SET_MEM_TABLE payload: `{u32 nregions, u32 padding, regions[nregions]}` (one fd per region).
@@ -85,7 +87,7 @@ public struct MemoryTablePayload: Equatable, Sendable {
     /// name `request`.
     public init(decoding bytes: [UInt8], request: String) throws(VhostUserMessageError) {
         guard bytes.count >= Self.headerSize else { throw .badSize(request: request, got: bytes.count, expected: ">= 8") }
-        var r = WireReader(bytes)
+        var r = ByteReader(bytes)
         let n = Int(r.u32())
         _ = r.u32()
         guard n >= 1, n <= Self.maxRegions else { throw .invalidPayload(request: request, "\(n) regions") }
@@ -97,7 +99,7 @@ public struct MemoryTablePayload: Equatable, Sendable {
     }
 
     public var bytes: [UInt8] {
-        let w = WireWriter().u32(UInt32(regions.count)).u32(0)
+        let w = ByteWriter().u32(UInt32(regions.count)).u32(0)
         for r in regions { r.write(w) }
         return w.bytes
     }
@@ -108,11 +110,11 @@ public struct SingleMemoryRegionPayload: VhostUserPayload {
     public static let size = 40
     public var region: MemoryRegionPayload
     public init(region: MemoryRegionPayload) { self.region = region }
-    public init(reading r: inout WireReader) {
+    public init(reading r: inout ByteReader) {
         _ = r.u64()
         self.init(region: MemoryRegionPayload(reading: &r))
     }
-    public func write(_ w: WireWriter) {
+    public func write(_ w: ByteWriter) {
         w.u64(0)
         region.write(w)
     }
@@ -132,14 +134,14 @@ public struct ConfigPayload: Equatable, Sendable {
     /// all there. Whether `size` agrees with the data is `hasConsistentSize`.
     public init?(decoding bytes: [UInt8]) {
         guard bytes.count >= Self.headerSize else { return nil }
-        var r = WireReader(bytes)
+        var r = ByteReader(bytes)
         self.init(offset: r.u32(), size: r.u32(), flags: r.u32(), data: r.rest())
     }
 
     /// `size` is at most `maxSize` and exactly the number of data bytes.
     public var hasConsistentSize: Bool { size <= UInt32(Self.maxSize) && data.count == Int(size) }
 
-    public var bytes: [UInt8] { WireWriter().u32(offset).u32(size).u32(flags).raw(data).bytes }
+    public var bytes: [UInt8] { ByteWriter().u32(offset).u32(size).u32(flags).raw(data).bytes }
 }
 
 /// VhostUserShared: `{unsigned char uuid[16]}`, the payload of BACKEND_SHARED_OBJECT_ADD/REMOVE/
@@ -155,6 +157,6 @@ public struct SharedObjectPayload: VhostUserPayload {
         self.uuid = uuid
     }
     private init(validUUID: [UInt8]) { uuid = validUUID }
-    public init(reading r: inout WireReader) { uuid = r.take(Self.size) }
-    public func write(_ w: WireWriter) { w.raw(uuid) }
+    public init(reading r: inout ByteReader) { uuid = r.take(Self.size) }
+    public func write(_ w: ByteWriter) { w.raw(uuid) }
 }

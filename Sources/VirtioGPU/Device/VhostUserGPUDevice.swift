@@ -138,7 +138,7 @@ public final class VhostUserGPUDevice: VhostUserDevice {
     // MARK: config space (struct virtio_gpu_config: events_read, events_clear, num_scanouts, num_capsets)
 
     private func configBytes() -> [UInt8] {
-        WireWriter().u32(eventsRead.load(ordering: .acquiring)).u32(0).u32(processor.numScanouts).u32(processor.numCapsets).bytes
+        ByteWriter().u32(eventsRead.load(ordering: .acquiring)).u32(0).u32(processor.numScanouts).u32(processor.numCapsets).bytes
     }
 
     public func readConfig(offset: Int, count: Int) -> [UInt8]? {
