@@ -24,6 +24,25 @@ final class Background: Sendable {
     var isFinished: Bool { done.value.load(ordering: .acquiring) }
 
     func wait() { thread.join() }
+
+    /// The worker is still blocked after 200 ms; `cut()` (an interrupt, a peer closing) then
+    /// frees it, and how long that took is returned.
+    func isStuck() -> Bool { usleep(200_000); return !isFinished }
+    func freed(by cut: () -> Void) -> Duration {
+        let start = ContinuousClock.now
+        cut()
+        wait()
+        return ContinuousClock.now - start
+    }
+}
+
+extension Pair {
+    /// A 1024x1024 scanout QEMU has seen, then (with `stall`) a peer that stops reading.
+    func showBigScanout(stall: Bool) {
+        display.setScanout(0, width: 1024, height: 1024)
+        #expect(peer.waitFor(timeout: .seconds(5)) { $0.count(.scanout) == 1 })
+        if stall { peer.stall() }
+    }
 }
 
 /// A frame far larger than a socket buffer.
@@ -35,9 +54,7 @@ struct DisplayFailureTests {
     @Test func stalledPeerTimesOutMidFrameAndBreaksTheChannel() throws {
         let pair = try Pair(options: .init(timeout: .milliseconds(300)))
         defer { pair.close() }
-        pair.display.setScanout(0, width: 1024, height: 1024)
-        #expect(pair.peer.waitFor(timeout: .seconds(5)) { $0.count(.scanout) == 1 })
-        pair.peer.stall()
+        pair.showBigScanout(stall: true)
         let start = ContinuousClock.now
         pair.display.update(scanout: 0, rect: bigRect, frame: bigFrame, stride: 4096)
         let elapsed = ContinuousClock.now - start
@@ -60,17 +77,11 @@ struct DisplayFailureTests {
     @Test func interruptFreesAThreadStuckInAnUpdate() throws {
         let pair = try Pair(options: .init(timeout: .seconds(60)))
         defer { pair.close() }
-        pair.display.setScanout(0, width: 1024, height: 1024)
-        #expect(pair.peer.waitFor(timeout: .seconds(5)) { $0.count(.scanout) == 1 })
-        pair.peer.stall()
+        pair.showBigScanout(stall: true)
         let display = pair.display
         let worker = try Background { display.update(scanout: 0, rect: bigRect, frame: bigFrame, stride: 4096) }
-        usleep(200_000)
-        #expect(!worker.isFinished)
-        let start = ContinuousClock.now
-        display.interrupt()
-        worker.wait()
-        #expect(ContinuousClock.now - start < .seconds(2))
+        #expect(worker.isStuck())
+        #expect(worker.freed { display.interrupt() } < .seconds(2))
         // Cut off mid-message: the stream is out of sync for good.
         #expect(display.isBroken)
         display.resume()
@@ -100,12 +111,8 @@ struct DisplayFailureTests {
         let display = pair.display
         let result = Mutex<[DisplayMode]??>(nil)
         let worker = try Background { let r = display.displayInfo(); result.withLock { $0 = .some(r) } }
-        usleep(200_000)
-        #expect(!worker.isFinished)
-        let start = ContinuousClock.now
-        display.interrupt()
-        worker.wait()
-        #expect(ContinuousClock.now - start < .seconds(2))
+        #expect(worker.isStuck())
+        #expect(worker.freed { display.interrupt() } < .seconds(2))
         #expect(result.withLock { $0 } == .some(nil))
         #expect(!display.isBroken)
 
@@ -139,9 +146,7 @@ struct DisplayFailureTests {
     @Test func closeFreesAThreadStuckInAnUpdate() throws {
         let pair = try Pair(options: .init(timeout: .seconds(60)))
         defer { pair.peer.close() }
-        pair.display.setScanout(0, width: 1024, height: 1024)
-        #expect(pair.peer.waitFor(timeout: .seconds(5)) { $0.count(.scanout) == 1 })
-        pair.peer.stall()
+        pair.showBigScanout(stall: true)
         let display = pair.display
         let worker = try Background { display.update(scanout: 0, rect: bigRect, frame: bigFrame, stride: 4096) }
         usleep(100_000)
@@ -157,8 +162,7 @@ struct DisplayFailureTests {
         let pair = try Pair()
         defer { pair.close() }
         #expect(pair.display.displayInfo() != nil)
-        pair.display.setScanout(0, width: 1024, height: 1024)
-        #expect(pair.peer.waitFor(timeout: .seconds(5)) { $0.count(.scanout) == 1 })
+        pair.showBigScanout(stall: false)
         pair.peer.close()
         // EPIPE / ECONNRESET (no SIGPIPE: the test process would die).
         pair.display.update(scanout: 0, rect: bigRect, frame: bigFrame, stride: 4096)
