@@ -1,13 +1,25 @@
 // swift-tools-version: 6.0
-// vgpu: a virtio-gpu vhost-user device backend. Layers, bottom up:
-//   CShims -> VirtioCore -> VhostUser -> DisplayChannel -> VirtioGPU -> executables
-//   CShims -> HostBuffers (memfd, udmabuf, dma-heap, DRM dumb buffers) -> VirtioGPU
-//   CVirglRenderer, CEpoxy, CGBM (system libraries) -> CVirglGlue -> VirglRenderer (virgl 3D) -> VirtioGPU
-//   CShims, SystemSupport -> ControlProtocol (control socket wire + client) -> ControlServer (in vgpu-backend), vgpuctl
-//   ControlProtocol, VirtioCore (ResourceUUID) -> VGPUResolve (control socket client for importers) -> ImportDevice -> vgpu-import-device
-//   ArgumentParser, Logging, SystemSupport -> CommandLineSupport (--verbose, --socket-path/--fd) -> vgpu-backend, vgpu-import-device
-//   CImportWire (guest/vgpu-import wire header, FNV digest) -> ImportDevice, VhostUserFrontend
-// VhostUserFrontend is the driver side (tests, benchmarks); QEMUHarness boots real guests.
+// vgpu: a virtio-gpu vhost-user device backend. Layers, bottom up (a module uses only modules of
+// lower layers; scripts/check-layers enforces it in scripts/test, README "Architecture" draws it):
+//   C           CShims (CMSG/SCM_RIGHTS, ioctls, uapi structs, ring atomics, pixel swizzles),
+//               CImportWire (the importer's wire header, FNV digest), CVirglRenderer/CEpoxy/CGBM
+//               (system libraries) -> CVirglGlue, CGuestDRM (guest program only)
+//   system      SystemSupport: owned fds, eventfds, WorkerThread (the one pthread_create), the
+//               fd-passing UNIX socket (MSG_CTRUNC refused), EINTR, polls, clocks, byte fields,
+//               the rate-limited logger, PNG
+//   mechanisms  VirtioCore (guest memory, split virtqueues, ResourceUUID), HostBuffers (memfd,
+//               udmabuf, dma-heap, DRM dumb), VirglRenderer (virgl 3D, one render thread),
+//               CommandLineSupport (--verbose, --socket-path/--fd)
+//   transports  VhostUser (protocol + server), DisplayChannel (Wire, Transport, Replies, sinks)
+//   device      VirtioGPU (dispatch, resources, renderers, the vhost-user device), ControlProtocol
+//               (the control socket's versioned JSON and its client; no GPU, no GL)
+//   services    ControlServer (inside vgpu-backend), VGPUResolve (importers' client),
+//               FrontendSide (test side: plays QEMU and the guest; never in vgpu-backend)
+//   importer    ImportDevice
+//   fuzzing     VGPUFuzz
+//   programs    vgpu-backend, vgpuctl, vgpu-import-device (shipped); vgpu-bench,
+//               vgpu-hostbuffer-check, vgpu-fuzz, vgpu-guest-test
+// Tests/: VGPUTestSupport (every shared test helper), QEMUHarness (boots real guests), *Tests.
 import PackageDescription
 
 let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
