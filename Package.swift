@@ -176,7 +176,7 @@ let package = Package(
         .testTarget(name: "VirtioCoreTests", dependencies: ["VGPUTestSupport", "VirtioCore", "CShims"], swiftSettings: swiftSettings),
         .testTarget(name: "VhostUserTests", dependencies: ["VGPUTestSupport", "SystemSupport", "VhostUser", "FrontendSide", "VirtioCore", "CShims", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .testTarget(name: "DisplayChannelTests", dependencies: ["DisplayChannel", "FrontendSide", "SystemSupport", "CShims", "VGPUTestSupport", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: swiftSettings),
-        .testTarget(name: "VirtioGPUTests", dependencies: ["VGPUTestSupport", "VirtioGPU", "SystemSupport", "VirtioCore", "CShims", "HostBuffers"], swiftSettings: swiftSettings),
+        .testTarget(name: "VirtioGPUTests", dependencies: ["VGPUTestSupport", "FrontendSide", "VirtioGPU", "SystemSupport", "VirtioCore", "CShims", "HostBuffers"], swiftSettings: swiftSettings),
         .testTarget(name: "EndToEndTests", dependencies: ["VGPUTestSupport",
             "FrontendSide", "SystemSupport", "VhostUser", "VirtioGPU", "DisplayChannel", "VirtioCore", "CShims", "ControlProtocol", "ControlServer", "HostBuffers",
             "ImportDevice", "VGPUResolve", "CImportWire",

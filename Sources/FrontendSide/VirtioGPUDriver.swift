@@ -52,7 +52,8 @@ public final class VirtioGPUDriver {
     }
 
     /// Sends raw request bytes (bad-input tests: truncated commands, garbage).
-    public func submitRaw(_ request: [UInt8], responseSize: Int, queue: DriverQueue? = nil, indirect: Bool = false) throws -> Response {
+    public func submitRaw(_ request: [UInt8], responseSize: Int = MemoryLayout<virtio_gpu_ctrl_hdr>.size, queue: DriverQueue? = nil,
+                          indirect: Bool = false) throws -> Response {
         let q = queue ?? control
         precondition(request.count <= Self.areaSize && responseSize <= Self.areaSize)
         ram.write(request, at: requestArea)
@@ -77,98 +78,52 @@ public final class VirtioGPUDriver {
     // MARK: command builders
 
     public static func header(_ type: virtio_gpu_ctrl_type, fence: UInt64? = nil) -> virtio_gpu_ctrl_hdr {
-        var h = virtio_gpu_ctrl_hdr()
-        h.type = type.rawValue
-        if let fence { h.flags = UInt32(VIRTIO_GPU_FLAG_FENCE); h.fence_id = fence }
-        return h
+        GPUCommands.header(type, fence: fence)
     }
 
     public func getDisplayInfo() throws -> Response {
-        try submit(Self.header(VIRTIO_GPU_CMD_GET_DISPLAY_INFO), responseSize: MemoryLayout<virtio_gpu_resp_display_info>.size)
+        try submitRaw(GPUCommands.displayInfo(), responseSize: MemoryLayout<virtio_gpu_resp_display_info>.size)
     }
 
     public func getEDID(scanout: UInt32) throws -> Response {
-        var c = virtio_gpu_cmd_get_edid()
-        c.hdr = Self.header(VIRTIO_GPU_CMD_GET_EDID)
-        c.scanout = scanout
-        return try submit(c, responseSize: MemoryLayout<virtio_gpu_resp_edid>.size)
+        try submitRaw(GPUCommands.getEDID(scanout), responseSize: MemoryLayout<virtio_gpu_resp_edid>.size)
     }
 
     public func createResource2D(id: UInt32, format: UInt32 = VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM.rawValue, width: UInt32, height: UInt32) throws -> Response {
-        var c = virtio_gpu_resource_create_2d()
-        c.hdr = Self.header(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D)
-        c.resource_id = id; c.format = format; c.width = width; c.height = height
-        return try submit(c)
+        try submitRaw(GPUCommands.create2D(id, format: format, width, height))
     }
 
-    public func unref(id: UInt32) throws -> Response {
-        var c = virtio_gpu_resource_unref()
-        c.hdr = Self.header(VIRTIO_GPU_CMD_RESOURCE_UNREF)
-        c.resource_id = id
-        return try submit(c)
-    }
+    public func unref(id: UInt32) throws -> Response { try submitRaw(GPUCommands.unref(id)) }
 
     /// ATTACH_BACKING with the given (address, length) entries.
     public func attachBacking(id: UInt32, entries: [(GuestPhysicalAddress, UInt32)]) throws -> Response {
-        var c = virtio_gpu_resource_attach_backing()
-        c.hdr = Self.header(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING)
-        c.resource_id = id
-        c.nr_entries = UInt32(entries.count)
-        var trailing: [UInt8] = []
-        for (a, l) in entries {
-            var e = virtio_gpu_mem_entry()
-            e.addr = a.raw; e.length = l
-            withUnsafeBytes(of: e) { trailing += $0 }
-        }
-        return try submit(c, trailing: trailing)
+        try submitRaw(GPUCommands.attach(id, entries))
     }
 
-    public func detachBacking(id: UInt32) throws -> Response {
-        var c = virtio_gpu_resource_detach_backing()
-        c.hdr = Self.header(VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING)
-        c.resource_id = id
-        return try submit(c)
-    }
+    public func detachBacking(id: UInt32) throws -> Response { try submitRaw(GPUCommands.detach(id)) }
 
-    public static func rect(_ x: UInt32, _ y: UInt32, _ w: UInt32, _ h: UInt32) -> virtio_gpu_rect {
-        var r = virtio_gpu_rect(); r.x = x; r.y = y; r.width = w; r.height = h; return r
-    }
+    public static func rect(_ x: UInt32, _ y: UInt32, _ w: UInt32, _ h: UInt32) -> virtio_gpu_rect { GPUCommands.rect(x, y, w, h) }
 
     public func setScanout(_ scanout: UInt32, id: UInt32, rect r: virtio_gpu_rect) throws -> Response {
-        var c = virtio_gpu_set_scanout()
-        c.hdr = Self.header(VIRTIO_GPU_CMD_SET_SCANOUT)
-        c.scanout_id = scanout; c.resource_id = id; c.r = r
-        return try submit(c)
+        try submitRaw(GPUCommands.setScanout(scanout, id, r))
     }
 
     public func transferToHost2D(id: UInt32, rect r: virtio_gpu_rect, offset: UInt64 = 0, fence: UInt64? = nil) throws -> Response {
-        var c = virtio_gpu_transfer_to_host_2d()
-        c.hdr = Self.header(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D, fence: fence)
-        c.resource_id = id; c.r = r; c.offset = offset
-        return try submit(c)
+        try submitRaw(GPUCommands.transfer(id, r, offset: offset, fence: fence))
     }
 
     /// RESOURCE_FLUSH; with `fence`, fenced as Linux fences the flush of a page flip.
     public func flush(id: UInt32, rect r: virtio_gpu_rect, fence: UInt64? = nil) throws -> Response {
-        var c = virtio_gpu_resource_flush()
-        c.hdr = Self.header(VIRTIO_GPU_CMD_RESOURCE_FLUSH, fence: fence)
-        c.resource_id = id; c.r = r
-        return try submit(c)
+        try submitRaw(GPUCommands.flush(id, r, fence: fence))
     }
 
     public func assignUUID(id: UInt32) throws -> Response {
-        var c = virtio_gpu_resource_assign_uuid()
-        c.hdr = Self.header(VIRTIO_GPU_CMD_RESOURCE_ASSIGN_UUID)
-        c.resource_id = id
-        return try submit(c, responseSize: MemoryLayout<virtio_gpu_resp_resource_uuid>.size)
+        try submitRaw(GPUCommands.assignUUID(id), responseSize: MemoryLayout<virtio_gpu_resp_resource_uuid>.size)
     }
 
     public func updateCursor(scanout: UInt32, id: UInt32, x: UInt32, y: UInt32, hotX: UInt32 = 0, hotY: UInt32 = 0, move: Bool = false) throws -> Response {
-        var c = virtio_gpu_update_cursor()
-        c.hdr = Self.header(move ? VIRTIO_GPU_CMD_MOVE_CURSOR : VIRTIO_GPU_CMD_UPDATE_CURSOR)
-        c.pos.scanout_id = scanout; c.pos.x = x; c.pos.y = y
-        c.resource_id = id; c.hot_x = hotX; c.hot_y = hotY
-        return try submit(c, queue: cursor)
+        try submitRaw(GPUCommands.cursor(move ? VIRTIO_GPU_CMD_MOVE_CURSOR : VIRTIO_GPU_CMD_UPDATE_CURSOR, scanout: scanout,
+                                         x: x, y: y, id: id, hotX: hotX, hotY: hotY), queue: cursor)
     }
 
     // MARK: pipelined frames (benchmarks)

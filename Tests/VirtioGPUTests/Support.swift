@@ -1,5 +1,6 @@
 import CShims
 import DisplayChannel
+import FrontendSide
 import Synchronization
 import Testing
 import VGPUTestSupport
@@ -85,105 +86,17 @@ func load<T>(_ type: T.Type, from bytes: [UInt8], at offset: Int = 0) -> T {
     bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }
 }
 
+/// A control header with any flags and fence id (the tests set them apart, to send lies).
 func hdr(_ type: virtio_gpu_ctrl_type, flags: UInt32 = 0, fence: UInt64 = 0, ctx: UInt32 = 0, ring: UInt8 = 0) -> virtio_gpu_ctrl_hdr {
-    var h = virtio_gpu_ctrl_hdr()
-    h.type = type.rawValue
-    h.flags = flags
+    var h = GPUCommands.header(type, flags: flags, context: ctx, ring: ring)
     h.fence_id = fence
-    h.ctx_id = ctx
-    h.ring_idx = ring
     return h
 }
 
-func rect(_ x: UInt32, _ y: UInt32, _ w: UInt32, _ h: UInt32) -> virtio_gpu_rect {
-    virtio_gpu_rect(x: x, y: y, width: w, height: h)
-}
+func rect(_ x: UInt32, _ y: UInt32, _ w: UInt32, _ h: UInt32) -> virtio_gpu_rect { GPUCommands.rect(x, y, w, h) }
 
-enum Req {
-    static func create2D(_ id: UInt32, format: UInt32, _ w: UInt32, _ h: UInt32, header: virtio_gpu_ctrl_hdr = hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D)) -> [UInt8] {
-        var c = virtio_gpu_resource_create_2d()
-        c.hdr = header
-        c.resource_id = id
-        c.format = format
-        c.width = w
-        c.height = h
-        return bytes(of: c)
-    }
-    static func unref(_ id: UInt32) -> [UInt8] {
-        var c = virtio_gpu_resource_unref()
-        c.hdr = hdr(VIRTIO_GPU_CMD_RESOURCE_UNREF)
-        c.resource_id = id
-        return bytes(of: c)
-    }
-    static func attach(_ id: UInt32, _ entries: [(GuestPhysicalAddress, UInt32)], nrEntries: UInt32? = nil) -> [UInt8] {
-        var c = virtio_gpu_resource_attach_backing()
-        c.hdr = hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING)
-        c.resource_id = id
-        c.nr_entries = nrEntries ?? UInt32(entries.count)
-        var out = bytes(of: c)
-        for (a, l) in entries {
-            var e = virtio_gpu_mem_entry()
-            e.addr = a.raw
-            e.length = l
-            out += bytes(of: e)
-        }
-        return out
-    }
-    static func detach(_ id: UInt32) -> [UInt8] {
-        var c = virtio_gpu_resource_detach_backing()
-        c.hdr = hdr(VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING)
-        c.resource_id = id
-        return bytes(of: c)
-    }
-    static func transfer(_ id: UInt32, _ r: virtio_gpu_rect, offset: UInt64) -> [UInt8] {
-        var c = virtio_gpu_transfer_to_host_2d()
-        c.hdr = hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D)
-        c.resource_id = id
-        c.r = r
-        c.offset = offset
-        return bytes(of: c)
-    }
-    static func setScanout(_ scanout: UInt32, _ id: UInt32, _ r: virtio_gpu_rect) -> [UInt8] {
-        var c = virtio_gpu_set_scanout()
-        c.hdr = hdr(VIRTIO_GPU_CMD_SET_SCANOUT)
-        c.scanout_id = scanout
-        c.resource_id = id
-        c.r = r
-        return bytes(of: c)
-    }
-    static func flush(_ id: UInt32, _ r: virtio_gpu_rect) -> [UInt8] {
-        var c = virtio_gpu_resource_flush()
-        c.hdr = hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH)
-        c.resource_id = id
-        c.r = r
-        return bytes(of: c)
-    }
-    static func assignUUID(_ id: UInt32) -> [UInt8] {
-        var c = virtio_gpu_resource_assign_uuid()
-        c.hdr = hdr(VIRTIO_GPU_CMD_RESOURCE_ASSIGN_UUID)
-        c.resource_id = id
-        return bytes(of: c)
-    }
-    static func getEDID(_ scanout: UInt32) -> [UInt8] {
-        var c = virtio_gpu_cmd_get_edid()
-        c.hdr = hdr(VIRTIO_GPU_CMD_GET_EDID)
-        c.scanout = scanout
-        return bytes(of: c)
-    }
-    static func displayInfo() -> [UInt8] { bytes(of: hdr(VIRTIO_GPU_CMD_GET_DISPLAY_INFO)) }
-    static func cursor(_ type: virtio_gpu_ctrl_type, scanout: UInt32 = 0, x: UInt32 = 0, y: UInt32 = 0,
-                       id: UInt32 = 0, hotX: UInt32 = 0, hotY: UInt32 = 0) -> [UInt8] {
-        var c = virtio_gpu_update_cursor()
-        c.hdr = hdr(type)
-        c.pos.scanout_id = scanout
-        c.pos.x = x
-        c.pos.y = y
-        c.resource_id = id
-        c.hot_x = hotX
-        c.hot_y = hotY
-        return bytes(of: c)
-    }
-}
+/// The request builders are FrontendSide's (one encoder per command for driver and tests).
+typealias Req = GPUCommands
 
 /// What came back in the response buffer.
 struct Response {
