@@ -6,13 +6,6 @@ import Glibc
 #endif
 import SystemSupport
 
-/// Seconds since the Unix epoch (CLOCK_REALTIME), for creation times and event stamps.
-public func wallClockSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
-
 /// A resource or device lifecycle event, as `vgpuctl watch` shows it. Published only on
 /// create, UUID assignment, unref, device reset and device connect/disconnect: never per
 /// transfer or flush.
