@@ -1,5 +1,5 @@
 import ControlProtocol
-import Synchronization
+import SystemSupport
 import VirtioCore
 import VirtioGPU
 

@@ -33,7 +33,6 @@
 
 import CShims
 import Dispatch
-import Synchronization
 import SystemPackage
 #if canImport(Glibc)
 import Glibc

@@ -8,7 +8,7 @@
 import Glibc
 #endif
 import Logging
-import Synchronization
+import struct Synchronization.Atomic
 import SystemPackage
 import SystemSupport
 

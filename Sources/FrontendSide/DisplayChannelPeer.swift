@@ -9,7 +9,7 @@
 import Glibc
 #endif
 import CShims
-import Synchronization
+import struct Synchronization.Atomic
 import SystemPackage
 import SystemSupport
 import DisplayChannel

@@ -1,5 +1,5 @@
 import Logging
-import Synchronization
+import struct Synchronization.Atomic
 import VGPUResolve
 import VhostUser
 #if canImport(Glibc)

@@ -1,7 +1,6 @@
 import CImportWire
 import CShims
 import Logging
-import Synchronization
 import VGPUResolve
 import VhostUser
 import VirtioCore

@@ -1,7 +1,6 @@
 import CShims
 import ControlProtocol
 import ControlServer
-import Synchronization
 import DisplayChannel
 import VhostUser
 import VirtioCore

@@ -1,5 +1,4 @@
 import ControlProtocol
-import Synchronization
 import SystemSupport
 import VirtioCore
 #if canImport(Glibc)

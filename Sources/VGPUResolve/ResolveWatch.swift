@@ -1,5 +1,5 @@
 import ControlProtocol
-import Synchronization
+import SystemSupport
 import VirtioCore
 
 /// The control socket's lifecycle events a holder cares about (`watch`).

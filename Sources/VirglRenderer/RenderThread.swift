@@ -1,6 +1,6 @@
 import CShims
 import Dispatch
-import Synchronization
+import struct Synchronization.Atomic
 import SystemSupport
 #if canImport(Glibc)
 import Glibc

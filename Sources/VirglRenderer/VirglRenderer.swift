@@ -1,6 +1,7 @@
 import CVirglGlue
 import Dispatch
-import Synchronization
+import struct Synchronization.Atomic
+import SystemSupport
 
 /// How to get GL for virglrenderer.
 public struct VirglRendererOptions: Sendable {
@@ -142,14 +143,14 @@ private final class BorrowedJob<T>: @unchecked Sendable {
 
 /// virglrenderer's log hook is one C function pointer per process: the Swift handler lives here.
 enum VirglLog {
-    private static let handler = Mutex<(@Sendable (String) -> Void)?>(nil)
+    private static let handler = ReplaceableCallback<String>()
 
     static func install(_ log: (@Sendable (String) -> Void)?) {
-        handler.withLock { $0 = log }
+        handler.set(log)
         vgpu_virgl_set_log(log == nil ? nil : { line in
             guard let line else { return }
             let text = String(cString: line)
-            VirglLog.handler.withLock { $0 }?(text)
+            VirglLog.handler(text)
         })
     }
 }

@@ -1,7 +1,6 @@
 import FrontendSide
 import CShims
 import Glibc
-import Synchronization
 import SystemPackage
 import Testing
 import VGPUTestSupport

@@ -1,6 +1,6 @@
 import FrontendSide
 import Glibc
-import Synchronization
+import struct Synchronization.Atomic
 import Testing
 
 @testable import DisplayChannel

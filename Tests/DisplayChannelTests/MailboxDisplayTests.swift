@@ -1,6 +1,7 @@
 import Dispatch
 import Glibc
-import Synchronization
+import struct Synchronization.Atomic
+import SystemSupport
 import Testing
 
 @testable import DisplayChannel

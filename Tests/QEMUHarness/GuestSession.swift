@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import SystemSupport
 
 /// What to boot: QEMU, a guest kernel and initramfs, a backend, a `guest/init` scenario.
 public struct GuestOptions: Sendable {

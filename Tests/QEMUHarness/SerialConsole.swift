@@ -1,6 +1,5 @@
 import Foundation
 import SystemSupport
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,5 +1,5 @@
 import Testing
-import Synchronization
+import struct Synchronization.Atomic
 import SystemPackage
 import SystemSupport
 #if canImport(Glibc)

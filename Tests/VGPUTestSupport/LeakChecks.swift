@@ -33,6 +33,16 @@ public func residentKiB() -> Int {
     return parts.count > 1 ? (Int(parts[1]) ?? 0) * Int(getpagesize()) / 1024 : -1
 }
 
+/// Whether this process runs under ThreadSanitizer or AddressSanitizer (scripts/sanitize; their
+/// runtimes export `__tsan_init` / `__asan_init`). Their shadow memory, trace buffers and
+/// quarantine grow RSS by tens of MiB in loops that leak nothing (measured here: 55 MiB over
+/// 10,000 export cycles under TSan), so RSS bounds are checked by the normal runs only; fd,
+/// table and registry checks hold in every build.
+public let underSanitizer: Bool = {
+    let me = dlopen(nil, RTLD_LAZY)
+    return dlsym(me, "__tsan_init") != nil || dlsym(me, "__asan_init") != nil
+}()
+
 /// Threads of this process whose name starts with `prefix` (from /proc/self/task/*/comm).
 public func threadCount(named prefix: String) -> Int {
     let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []

@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import SystemSupport
 import Testing
 import VGPUTestSupport
 import VhostUser

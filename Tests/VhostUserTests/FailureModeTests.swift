@@ -1,6 +1,5 @@
 import CShims
 import Foundation
-import Synchronization
 import Testing
 import VGPUTestSupport
 import VhostUser

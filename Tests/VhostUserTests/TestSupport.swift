@@ -2,7 +2,6 @@ import Foundation
 import FrontendSide
 import VGPUTestSupport
 import Logging
-import Synchronization
 import VhostUser
 import VirtioCore
 import SystemSupport

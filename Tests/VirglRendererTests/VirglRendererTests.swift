@@ -1,5 +1,6 @@
 import Dispatch
-import Synchronization
+import struct Synchronization.Atomic
+import SystemSupport
 import Testing
 import VGPUTestSupport
 @testable import VirglRenderer

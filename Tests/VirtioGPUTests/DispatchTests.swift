@@ -1,6 +1,6 @@
 import CShims
 import DisplayChannel
-import Synchronization
+import SystemSupport
 import Testing
 import VirtioCore
 @testable import VirtioGPU

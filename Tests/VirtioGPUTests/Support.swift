@@ -1,7 +1,7 @@
 import CShims
 import DisplayChannel
 import FrontendSide
-import Synchronization
+import SystemSupport
 import Testing
 import VGPUTestSupport
 import VirtioCore

@@ -1,6 +1,7 @@
+import Foundation
 import CShims
 import VirtioCore
-import Synchronization
+import SystemSupport
 import Testing
 @testable import VirtioGPU
 
@@ -126,6 +127,27 @@ import Testing
         // A new resource with the same id gets a new UUID.
         h.create(1, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, 4, 4)
         #expect(uuid(h.send(Req.assignUUID(1))) != u)
+    }
+
+    /// Regression (issue 11): the UUID observer sat in a `Mutex` of a closure, which Swift
+    /// wrapped in two more thunks on every read, so each ASSIGN_UUID and unref made the next
+    /// call slower and deeper: a guest looping create/assign/unref would have overflowed the
+    /// worker's stack. The observer's call depth must not change with the number of calls.
+    @Test func uuidObserverCallDepthStaysFlatOverManyCycles() throws {
+        let h = Harness()
+        let depths = Mutex<[Int]>([])
+        h.gpu.setUUIDObserver { _ in
+            let depth = Thread.callStackReturnAddresses.count
+            depths.withLock { $0.append(depth) }
+        }
+        for _ in 0..<1_000 {
+            h.create(1, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, 4, 4)
+            #expect(uuid(h.send(Req.assignUUID(1))) != nil)
+            #expect(h.send(Req.unref(1)).isOK)
+        }
+        let seen = depths.withLock { $0 }
+        #expect(seen.count == 2_000)
+        #expect(Set(seen).count == 1, "observer call depth went from \(seen.first ?? 0) to \(seen.max() ?? 0) frames")
     }
 
     @Test func unknownResource() {

@@ -1,6 +1,5 @@
 import CShims
 import Logging
-import Synchronization
 import SystemPackage
 import VirtioCore
 #if canImport(Glibc)

@@ -1,5 +1,4 @@
 import Logging
-import Synchronization
 import SystemPackage
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,6 @@
 import Dispatch
 import Logging
-import Synchronization
+import struct Synchronization.Atomic
 import VirtioCore
 #if canImport(Glibc)
 import Glibc

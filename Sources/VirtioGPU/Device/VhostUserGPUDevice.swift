@@ -1,7 +1,7 @@
 import CShims
 import DisplayChannel
 import Logging
-import Synchronization
+import struct Synchronization.Atomic
 import VhostUser
 import VirtioCore
 #if canImport(Glibc)

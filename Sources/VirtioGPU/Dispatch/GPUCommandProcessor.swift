@@ -2,7 +2,8 @@ import CShims
 import DisplayChannel
 import HostBuffers
 import Logging
-import Synchronization
+import struct Synchronization.Atomic
+import SystemSupport
 import VhostUser
 import VirtioCore
 

@@ -1,5 +1,4 @@
 import SystemSupport
-import Synchronization
 import VirtioCore
 
 /// The devices this process serves right now, for the control socket. Each vhost-user

@@ -1,4 +1,4 @@
-import Synchronization
+import struct Synchronization.Atomic
 import VirtioCore
 import VhostUser
 #if canImport(Glibc)

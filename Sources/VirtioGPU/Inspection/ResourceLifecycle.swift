@@ -1,5 +1,4 @@
 import SystemSupport
-import Synchronization
 import VirtioCore
 
 /// A UUID's life as the UUID observer sees it.
@@ -18,7 +17,7 @@ final class ResourceLifecycle: Sendable {
     let events: ResourceEventHub?
     /// Told when a UUID is first assigned and when a resource holding one is unreferenced.
     /// Called on the control-queue worker.
-    private let uuidObserver = Mutex<(@Sendable (ResourceUUIDChange) -> Void)?>(nil)
+    private let uuidObserver = ReplaceableCallback<ResourceUUIDChange>()
     /// Creation times (wall clock) by resource.
     private let createdAt = Mutex<[ResourceID: Double]>([:])
 
@@ -29,7 +28,7 @@ final class ResourceLifecycle: Sendable {
 
     /// Sets (nil: clears) the UUID observer.
     func setUUIDObserver(_ observer: (@Sendable (ResourceUUIDChange) -> Void)?) {
-        uuidObserver.withLock { $0 = observer }
+        uuidObserver.set(observer)
     }
 
     /// A resource was created (2D or 3D).
@@ -42,14 +41,14 @@ final class ResourceLifecycle: Sendable {
     /// A resource got its first UUID.
     func uuidAssigned(_ id: ResourceID, _ uuid: ResourceUUID) {
         events?.publish(ResourceEvent(kind: .uuidAssigned, device: device, resource: id, uuid: uuid))
-        uuidObserver.withLock { $0 }?(.assigned(id, uuid))
+        uuidObserver(.assigned(id, uuid))
     }
 
     /// A resource was unreferenced; `uuid` is the one it held, if any.
     func unreferenced(_ id: ResourceID, uuid: ResourceUUID?) {
         createdAt.withLock { _ = $0.removeValue(forKey: id) }
         events?.publish(ResourceEvent(kind: .unreferenced, device: device, resource: id, uuid: uuid))
-        if let uuid { uuidObserver.withLock { $0 }?(.unreferenced(id, uuid)) }
+        if let uuid { uuidObserver(.unreferenced(id, uuid)) }
     }
 
     /// Every resource was dropped at once: one device-reset event if there were any. The UUID

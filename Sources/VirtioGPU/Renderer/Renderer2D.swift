@@ -1,7 +1,7 @@
 import CShims
 import DisplayChannel
 import HostBuffers
-import Synchronization
+import SystemSupport
 import VirtioCore
 #if canImport(Glibc)
 import Glibc

@@ -2,7 +2,6 @@ import CShims
 import DisplayChannel
 import Dispatch
 import HostBuffers
-import Synchronization
 import VhostUser
 import VirglRenderer
 import VirtioCore

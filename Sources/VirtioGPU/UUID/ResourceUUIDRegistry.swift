@@ -1,4 +1,4 @@
-import Synchronization
+import SystemSupport
 import VirtioCore
 
 /// Who a UUID names: one resource of one device served by this process.
