@@ -19,36 +19,57 @@ import Glibc
 
 public typealias Mutex = ThreadSanitizerMutex
 
-/// The part of Synchronization.Mutex's interface the project uses, over a pthread mutex.
-public struct ThreadSanitizerMutex<Value: ~Copyable>: ~Copyable, @unchecked Sendable {
-    private final class Storage {
-        let lock: UnsafeMutablePointer<pthread_mutex_t>
-        var value: Value
-        init(_ value: consuming Value) {
-            lock = .allocate(capacity: 1)
-            pthread_mutex_init(lock, nil)
-            self.value = value
-        }
-        deinit {
-            pthread_mutex_destroy(lock)
-            lock.deallocate()
-        }
-    }
-    private let storage: Storage
+/// Synchronization.Mutex with a pthread mutex held around each critical section: the value and
+/// its lock stay the standard library's, TSan sees the pthread lock's acquire and release. The
+/// same signatures as Synchronization.Mutex, and `@_transparent` like its methods, so call
+/// sites compile to concrete code in both builds (a generic, non-inlined `withLock` would
+/// reabstract a function-typed value on every call: ReplaceableCallback.swift says what that costs).
+public struct ThreadSanitizerMutex<Value: ~Copyable>: ~Copyable, Sendable {
+    @usableFromInline let value: Synchronization.Mutex<Value>
+    @usableFromInline let lock: PthreadMutexBox
 
-    public init(_ initialValue: consuming Value) { storage = Storage(initialValue) }
-
-    public borrowing func withLock<Result, E: Error>(_ body: (inout Value) throws(E) -> Result) throws(E) -> Result {
-        pthread_mutex_lock(storage.lock)
-        defer { pthread_mutex_unlock(storage.lock) }
-        return try body(&storage.value)
+    @_alwaysEmitIntoClient @_transparent
+    public init(_ initialValue: consuming sending Value) {
+        value = Synchronization.Mutex(initialValue)
+        lock = PthreadMutexBox()
     }
 
-    public borrowing func withLockIfAvailable<Result, E: Error>(_ body: (inout Value) throws(E) -> Result) throws(E) -> Result? {
-        guard pthread_mutex_trylock(storage.lock) == 0 else { return nil }
-        defer { pthread_mutex_unlock(storage.lock) }
-        return try body(&storage.value)
+    @_alwaysEmitIntoClient @_transparent
+    public borrowing func withLock<Result: ~Copyable, E: Error>(
+        _ body: (inout sending Value) throws(E) -> sending Result
+    ) throws(E) -> sending Result {
+        lock.lock()
+        defer { lock.unlock() }
+        return try value.withLock(body)
     }
+
+    @_alwaysEmitIntoClient @_transparent
+    public borrowing func withLockIfAvailable<Result: ~Copyable, E: Error>(
+        _ body: (inout sending Value) throws(E) -> sending Result
+    ) throws(E) -> sending Result? {
+        guard lock.tryLock() else { return nil }
+        defer { lock.unlock() }
+        return try value.withLockIfAvailable(body)
+    }
+}
+
+/// A heap-allocated pthread mutex (its address must not move).
+@usableFromInline final class PthreadMutexBox: @unchecked Sendable {
+    @usableFromInline let raw: UnsafeMutablePointer<pthread_mutex_t>
+
+    @usableFromInline init() {
+        raw = .allocate(capacity: 1)
+        pthread_mutex_init(raw, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(raw)
+        raw.deallocate()
+    }
+
+    @inlinable func lock() { pthread_mutex_lock(raw) }
+    @inlinable func unlock() { pthread_mutex_unlock(raw) }
+    @inlinable func tryLock() -> Bool { pthread_mutex_trylock(raw) == 0 }
 }
 #else
 public typealias Mutex = Synchronization.Mutex
