@@ -1,5 +1,6 @@
 // The project's `Mutex`: Synchronization.Mutex, except in ThreadSanitizer builds
-// (scripts/sanitize passes -DVGPU_TSAN_LOCKS), where it is a pthread mutex TSan intercepts.
+// (scripts/sanitize passes -DVGPU_TSAN_LOCKS), where a pthread mutex TSan intercepts is held
+// around it.
 //
 // Why: Synchronization.Mutex on Linux locks with futex system calls inside the standard
 // library, which is not built with TSan, so TSan never sees the acquire and reports state that
