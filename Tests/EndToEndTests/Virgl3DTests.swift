@@ -209,6 +209,41 @@ import SystemSupport
         }
     }
 
+    /// Regression (issue 11, found by the `virgl` fuzz target): GET_MEMORY_INFO on a resource
+    /// without backing made virglrenderer dereference NULL and killed the process; on a first
+    /// backing entry under 24 bytes it wrote past it. Both are refused before virglrenderer
+    /// sees the stream; with enough backing the command runs; the device serves on.
+    @Test func getMemoryInfoNeedsBackingOfTwentyFourBytes() throws {
+        try withRig { rig, _ in
+            let d = rig.driver
+            let ctx: UInt32 = 7
+            #expect(try ctxCreate(d, ctx) == OK)
+            let getMemoryInfo = { (id: UInt32) -> [UInt32] in [50 | 1 << 16, id] }
+            // No backing at all: the fuzzer's crash.
+            #expect(try create3D(d, id: 40) == OK)
+            #expect(try attach(d, ctx: ctx, id: 40) == OK)
+            #expect(try submit(d, ctx: ctx, words: getMemoryInfo(40)).type == VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER.rawValue)
+            // Behind another command, in one stream.
+            #expect(try submit(d, ctx: ctx, words: [0] + getMemoryInfo(40)).type == VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER.rawValue)
+            // A first entry of 16 bytes.
+            #expect(try create3D(d, id: 41) == OK)
+            let short = rig.place([UInt8](repeating: 0, count: 16))
+            try rig.check(d.attachBacking(id: 41, entries: [(short, 16), (rig.place([UInt8](repeating: 0, count: 4096)), 4096)]), "attach backing")
+            #expect(try attach(d, ctx: ctx, id: 41) == OK)
+            #expect(try submit(d, ctx: ctx, words: getMemoryInfo(41)).type == VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER.rawValue)
+            // Enough backing: virglrenderer gets it.
+            #expect(try create3D(d, id: 42) == OK)
+            let info = rig.place([UInt8](repeating: 0, count: 32 * 32 * 4))
+            try rig.check(d.attachBacking(id: 42, entries: [(info, 32 * 32 * 4)]), "attach backing")
+            #expect(try attach(d, ctx: ctx, id: 42) == OK)
+            #expect(try submit(d, ctx: ctx, words: getMemoryInfo(42)).type == OK)
+            // Still serving: a clear and its readback.
+            #expect(try submit(d, ctx: ctx, words: clearStream(resource: 42, red: 0, green: 0, blue: 1), fence: 3).type == OK)
+            #expect(try transferFromHost(d, ctx: ctx, id: 42, box: (0, 0, 32, 32), stride: 128) == OK)
+            #expect(Array(d.ram.bytes(at: info, count: 4)) == [0xFF, 0x00, 0x00, 0xFF])
+        }
+    }
+
     /// 60 random command streams (seeded, the seed printed): each is an error or OK, never a
     /// crash; the device goes on serving and a clear still works. A count, not a time budget:
     /// under ThreadSanitizer two seconds held only 15 streams.

@@ -118,3 +118,20 @@ import Glibc
         #expect(GPUError(responseType: 0x1100) == nil)
     }
 }
+
+@Suite struct VirglStreamGuardTests {
+    private func targets(_ words: [UInt32]) -> [UInt32] {
+        words.withUnsafeBytes { VirglStreamGuard.memoryInfoTargets($0) }
+    }
+
+    @Test func findsEveryGetMemoryInfoAndSkipsPayloads() {
+        #expect(targets([50 | 1 << 16, 7]) == [7])
+        // A payload word that looks like the command is not a header.
+        #expect(targets([9 | 2 << 16, 50 | 1 << 16, 99, 50 | 1 << 16, 8]) == [8])
+        #expect(targets([0, 50 | 1 << 16, 3, 7 | 0 << 16, 50 | 1 << 16, 4]) == [3, 4])
+        // Too short, or a length past the end: virglrenderer's decoder stops there too.
+        #expect(targets([50]) == [])
+        #expect(targets([50 | 5 << 16, 1]) == [])
+        #expect(targets([]) == [])
+    }
+}

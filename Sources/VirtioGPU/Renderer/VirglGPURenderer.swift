@@ -384,6 +384,16 @@ public final class VirglGPURenderer: GPURenderer3D {
     }
 
     public func submit3D(context: UInt32, commands: [UInt8]) throws(GPUFailure) {
+        // GET_MEMORY_INFO writes 24 bytes through the named resource's first backing entry
+        // unchecked inside virglrenderer (VirglStreamGuard.swift): refuse the stream unless
+        // that entry exists and is long enough.
+        let targets = commands.withUnsafeBytes { VirglStreamGuard.memoryInfoTargets($0) }
+        for handle in targets {
+            let firstEntry = table.withLock { $0[ResourceID(handle)]?.backing?.entries.first?.length }
+            guard let firstEntry, firstEntry >= VirglStreamGuard.memoryInfoBytes else {
+                throw .invalidParameter("GET_MEMORY_INFO on resource \(handle) without a first backing entry of \(VirglStreamGuard.memoryInfoBytes) bytes")
+            }
+        }
         try onRenderThread { core in try commands.withUnsafeBytes { try core.submit(context: context, commands: $0) } }
     }
 
