@@ -47,7 +47,15 @@ import SystemSupport
         // on its way out while the next one starts (seen under ThreadSanitizer): at most two
         // exist at once. Before the fix: 8 here, and without bound under load.
         #expect(peak.load(ordering: .relaxed) <= 2, "refresh threads alive at once: \(peak.load(ordering: .relaxed))")
-        #expect(rig.device.refreshThreadsStarted < requests, "started \(rig.device.refreshThreadsStarted) for \(requests) requests")
+        // Never more than one refresh per request (plus the one at connect). Requests arriving
+        // while one runs are coalesced, so fewer start; under ThreadSanitizer each refresh can
+        // end before the next request arrives (301 for 300, measured), so only the normal runs
+        // check the coalescing.
+        let started = rig.device.refreshThreadsStarted
+        #expect(started <= requests + 1, "started \(started) for \(requests) requests")
+        if !underSanitizer {
+            #expect(started < requests, "started \(started) for \(requests) requests")
+        }
         // The device still answers.
         #expect(try rig.driver.getDisplayInfo().type == VIRTIO_GPU_RESP_OK_DISPLAY_INFO.rawValue)
         withExtendedLifetime(peers) {}
