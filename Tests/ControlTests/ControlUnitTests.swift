@@ -37,6 +37,15 @@ import SystemSupport
         (#"{"version":1,"id":7,"method":"frob"}"#, .unknownMethod, 7),
         ("{\"version\":1,\"id\":8,\"method\":\"li\u{0}st\"}", .badRequest, nil),   // raw control char: not JSON
         (#"{"version":1,"id":9,"method":"li\u0000st"}"#, .unknownMethod, 9),
+        // Every field is decoded on its own: a mistyped optional field still rejects the line,
+        // and the error names the id.
+        (#"{"version":1,"id":10,"method":"show","resource":5}"#, .badRequest, 10),
+        (#"{"version":1,"id":11,"method":"resolve","resource":"u","holder":[1]}"#, .badRequest, 11),
+        (#"{"version":1,"id":null,"method":"list"}"#, .badRequest, nil),
+        (#"{"version":1,"id":12}"#, .badRequest, 12),
+        ("", .badRequest, nil),
+        ("{\"version\":1,\"id\":13,\"method\":\"list\",\"x\":\"a\u{1}b\"}", .badRequest, nil),   // raw control char in any field
+        (#"{"version":1,"id":14,"method":"li\qst"}"#, .badRequest, 14),   // bad escape in a field that is read
     ])
     func badRequestsAreRejectedWithTheirID(line: String, code: ControlErrorCode, id: Int?) {
         guard case let .rejected(r) = ControlCodec.decodeRequest(Array(line.utf8)) else { Issue.record("accepted \(line)"); return }
