@@ -25,8 +25,8 @@ public enum ControlCodec {
 
     public static func decodeRequest(_ line: some Collection<UInt8>) -> Decoded {
         // One parse, field by field, so a request missing a field or with a mistyped one is
-        // still answered with its id (parsing is most of a request's cost: a second, loose
-        // parse for the id doubled it for every malformed line).
+        // still answered with its id (a second, loose parse for the id doubled the decoding
+        // of every request).
         // JSON allows no raw control characters (RFC 8259). JSONDecoder checks a string's
         // characters only when that value is decoded (measured: {"id":8,"x":"a<NUL>b"} decodes
         // as a struct with just `id`), so a line holding one is refused here, whole.
