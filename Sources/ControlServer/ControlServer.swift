@@ -82,6 +82,9 @@ public final class ControlServer: Sendable {
         var subscription: ResourceEventSubscription?
         var watchID = 0
         var closed = false
+        /// Reply lines not yet sent: the replies to one read's lines (and the events due) go out
+        /// in one sendmsg, not one each (sendmsg was 14 % of a request in the fuzz profile).
+        var outbox: [UInt8] = []
         /// Names this connection in the hold table.
         let key: Int
         init(socket: OwnedFileDescriptor, credentials: PeerCredentials, key: Int) {
@@ -121,7 +124,7 @@ public final class ControlServer: Sendable {
             }
             if fds[0].revents != 0 {
                 // Stopping: watchers still get what happened up to now (the last device leaving).
-                for c in clients where !c.closed { deliverEvents(c) }
+                for c in clients where !c.closed { deliverEvents(c); flush(c) }
                 return
             }
             let polled = clients.count   // clients accepted below are polled from the next round
@@ -131,6 +134,7 @@ public final class ControlServer: Sendable {
                 let socketEvents = fds[3 + 2 * i].revents
                 if socketEvents != 0 { readFrom(c, &chunk) }
                 if !c.closed, fds[4 + 2 * i].revents != 0 { deliverEvents(c) }
+                flush(c)
                 if !c.closed, let since = c.partialSince, now - since > partialLineTimeout {
                     peerLog.log(.info, key: "stall", "control socket: client \(c.credentials) stalled mid-request; disconnected")
                     close(c)
@@ -187,17 +191,47 @@ public final class ControlServer: Sendable {
     }
 
     private func close(_ c: Client) {
+        flush(c)   // what was answered before the close still reaches the client
+        guard !c.closed else { return }   // closed by a failed flush, or before
         c.closed = true
         holds.dropClient(c.key)
         c.subscription?.cancel()
         c.subscription = nil
     }
 
+    /// Queues a reply line. One that carries an fd goes out at once in its own sendmsg, after
+    /// the lines before it, so the fd arrives with its own line as before.
     private func send(_ c: Client, _ response: ControlResponse, fd: Int32? = nil) {
-        do { try UnixSocket.send(c.socket.rawValue, [ControlCodec.encodeLine(response)], fds: fd.map { [$0] } ?? []) } catch {
-            peerLog.log(.info, key: "send", "control socket: client \(c.credentials) not reading (\(error)); disconnected")
-            close(c)
+        guard !c.closed else { return }
+        let queued = c.outbox.count
+        c.outbox.append(contentsOf: ControlCodec.encodeLine(response))
+        guard let fd else {
+            if c.outbox.count >= Self.outboxFlushBytes { flush(c) }
+            return
         }
+        flush(c, upTo: queued)
+        flush(c, fd: fd)
+    }
+
+    /// Queued replies beyond this many bytes are sent without waiting for the end of the read.
+    static let outboxFlushBytes = 64 * 1024
+
+    /// Sends the first `upTo` queued bytes (all by default), with `fd` attached to the first of
+    /// them; a client that does not take them within `sendTimeout` is dropped.
+    private func flush(_ c: Client, upTo count: Int? = nil, fd: Int32? = nil) {
+        let n = count ?? c.outbox.count
+        guard !c.closed, n > 0 else { return }
+        do { try UnixSocket.send(c.socket.rawValue, [n == c.outbox.count ? c.outbox : Array(c.outbox[0..<n])], fds: fd.map { [$0] } ?? []) } catch {
+            failed(c, error)
+            return
+        }
+        if n == c.outbox.count { c.outbox.removeAll(keepingCapacity: true) } else { c.outbox.removeSubrange(0..<n) }
+    }
+
+    private func failed(_ c: Client, _ error: Errno) {
+        peerLog.log(.info, key: "send", "control socket: client \(c.credentials) not reading (\(error)); disconnected")
+        c.outbox.removeAll()
+        close(c)
     }
 
     private func readFrom(_ c: Client, _ chunk: inout [UInt8]) {

@@ -68,6 +68,62 @@ import SystemSupport
         let err = try ControlCodec.decodeResponse(ControlCodec.encodeLine(ControlResponse.failure(nil, ControlError(.notFound, "x"))).dropLast())
         #expect(err.error == ControlError(.notFound, "x") && err.id == nil && !err.ok)
     }
+
+    /// The hand-written writer must give JSONEncoder's bytes (sorted keys, unescaped slashes,
+    /// absent optionals left out, whole doubles without ".0"): clients and `vgpuctl --json`
+    /// users see one format whichever wrote it.
+    static func encoderBytes<T: Encodable>(_ value: T) throws -> [UInt8] {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array(try e.encode(value)) + [UInt8(ascii: "\n")]
+    }
+
+    static let oddStrings = ["", "plain", "q\"uote", "back\\slash", "a/b", "tab\tnl\ncr\r", "\u{0}\u{1}\u{8}\u{c}\u{1f}\u{7f}",
+                             "caf\u{e9} \u{1F600} \u{2028}", "{\"id\":1}"]
+    static let oddDoubles: [Double] = [0, -0.0, 3, 1.5, 0.1, 1e-7, 123456789.125, 1e21, 4.9e-324, 1.7976931348623157e308, -2.25]
+
+    static func resource(_ i: Int, _ s: String, _ d: Double) -> ResourceSummary {
+        ResourceSummary(device: UInt32(i), id: UInt32.max - UInt32(i), uuid: i % 2 == 0 ? s : nil, format: s, fourcc: "XR24", width: 16, height: 9,
+                        stride: -i, hostBuffer: HostBufferSummary(kind: "memfd", size: Int.max - i, coherency: s, source: "guest-ram",
+                                                                   exported: i % 2 == 0, shadowReason: i % 3 == 0 ? s : nil),
+                        backingEntries: i, backingBytes: UInt64.max, scanouts: i % 2 == 0 ? [] : [0, 3, UInt32.max], ageSeconds: d,
+                        holders: i % 3 == 1 ? nil : [ResourceHolder(holder: s, pid: Int32.min, count: i), ResourceHolder(holder: "", pid: 1, count: 0)])
+    }
+
+    @Test func handWrittenLinesAreJSONEncodersBytes() throws {
+        var responses: [ControlResponse] = []
+        for (i, s) in Self.oddStrings.enumerated() {
+            for (j, d) in Self.oddDoubles.enumerated() {
+                let k = i * Self.oddDoubles.count + j
+                let layout = BufferLayout(uuid: k % 2 == 0 ? s : nil, device: UInt32(k), resource: 7, handleType: s, format: s, fourcc: "AR24",
+                                          drmFormat: UInt32.max, width: 1, height: 2, stride: Int.min, offset: 0, size: k, modifier: UInt64.max - UInt64(k))
+                var withKind = layout
+                withKind.kind = s; withKind.coherency = "zero-copy"; withKind.foreign = k % 2 == 0
+                responses.append(.success(k, ControlResult(buffer: k % 2 == 0 ? layout : withKind)))
+                responses.append(.success(-k, ControlResult(devices: [DeviceSummary(id: 1, label: s, connectedSeconds: d, resources: [Self.resource(k, s, d), Self.resource(k + 1, s, -d)])])))
+                responses.append(.success(k, ControlResult(detail: ResourceDetail(resource: Self.resource(k, s, d), deviceLabel: s, createdAt: d,
+                                                                                   guestBacking: [GuestRange(guestPhysicalAddress: "0x1000", length: 4096)]))))
+                responses.append(.failure(k % 3 == 0 ? nil : k, ControlError(.unknownMethod, s)))
+                responses.append(.eventLine(k, EventRecord(kind: s, device: 2, resource: k % 2 == 0 ? 5 : nil, uuid: k % 3 == 0 ? s : nil, time: d,
+                                                           dropped: k % 4 == 0 ? k : nil)))
+            }
+        }
+        responses += [.success(1, ControlResult(watching: true)), .success(2, ControlResult(released: 0)), .success(3, ControlResult()),
+                      .success(4, ControlResult(devices: [])), .success(Int.min, ControlResult(released: Int.max))]
+        for r in responses {
+            let mine = ControlCodec.encodeLine(r), theirs = try Self.encoderBytes(r)
+            #expect(mine == theirs, "\(String(decoding: mine, as: UTF8.self)) != \(String(decoding: theirs, as: UTF8.self))")
+            #expect(try ControlCodec.decodeResponse(mine.dropLast()) == r)
+        }
+        for (i, s) in Self.oddStrings.enumerated() {
+            for r in [ControlRequest(id: i, method: .resolve, resource: s, holder: s), ControlRequest(id: -i, method: .list)] {
+                #expect(ControlCodec.encodeLine(r) == (try Self.encoderBytes(r)))
+            }
+        }
+        // Not JSON numbers: JSONEncoder refuses them; the writer keeps the line valid.
+        let line = ControlCodec.encodeLine(ControlResponse.eventLine(1, EventRecord(kind: "k", device: 1, time: .infinity)))
+        #expect(try ControlCodec.decodeResponse(line.dropLast()).event?.time == 0)
+    }
 }
 
 @Suite struct FormatTests {

@@ -117,6 +117,47 @@ import SystemSupport
         }
     }
 
+    /// Requests sent in one write are answered in order, and the replies without an fd go out
+    /// together; an fd still travels with its own reply line. Linux ends a stream receive after
+    /// the data an fd came with (and may start it with earlier data), so the receive that
+    /// brings an fd ends exactly at the end of that fd's line (measured here).
+    @Test func pipelinedRequestsKeepOrderAndFDsStayWithTheirLines() throws {
+        try withControl("pipeline") { rig, server, _ in
+            _ = try rig.makeResource(id: 5, width: 8, height: 8, pixels: pixelPattern(8, 8, seed: 3))
+            #expect(try rig.driver.createResource2D(id: 6, width: 4, height: 4).type == OK)
+            let socket = try UnixSocket.connect(path: server.path)
+            let methods = ["list", "dump", "frob", "show", "dump", "list"]
+            var text = ""
+            for (i, m) in methods.enumerated() {
+                text += #"{"version":1,"id":\#(i + 1),"method":"\#(m)","resource":"3:\#(i == 4 ? 6 : 5)"}"# + "\n"
+            }
+            try UnixSocket.send(socket.rawValue, [Array(text.utf8)])
+            var stream: [UInt8] = [], fdReceiveEnds: [Int] = []
+            var fds: [OwnedFileDescriptor] = []
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 8)
+            defer { buffer.deallocate() }
+            let deadline = monotonicSeconds() + 10
+            while stream.filter({ $0 == UInt8(ascii: "\n") }).count < methods.count, monotonicSeconds() < deadline {
+                try Poll.waitReadable(socket.rawValue, until: deadline, wake: nil)
+                let got = try UnixSocket.receiveSome(socket.rawValue, into: buffer)
+                if got.count == 0 { break }
+                fds += got.fds
+                stream += buffer[0..<got.count]
+                if !got.fds.isEmpty { fdReceiveEnds.append(stream.count) }
+            }
+            let lines = stream.split(separator: UInt8(ascii: "\n"))
+            let replies = try lines.map { try ControlCodec.decodeResponse($0) }
+            #expect(replies.map(\.id) == [1, 2, 3, 4, 5, 6])
+            #expect(replies.map(\.ok) == [true, true, false, true, true, true])
+            #expect(replies[2].error?.code == .unknownMethod)
+            #expect(replies[1].result?.buffer?.resource == 5 && replies[4].result?.buffer?.resource == 6)
+            var ends: [Int] = [], offset = 0
+            for l in lines { offset += l.count + 1; ends.append(offset) }
+            #expect(fds.count == 2)
+            #expect(fdReceiveEnds == [ends[1], ends[4]])
+        }
+    }
+
     @Test func unknownIDsAndBadReferencesGetClearErrors() throws {
         try withControl("errors") { rig, server, _ in
             #expect(try rig.driver.createResource2D(id: 1, width: 4, height: 4).type == OK)
