@@ -40,7 +40,7 @@ public enum ControlCodec {
         // JSON allows no raw control characters (RFC 8259). JSONDecoder checks a string's
         // characters only when that value is decoded (measured: {"id":8,"x":"a<NUL>b"} decodes
         // as a struct with just `id`), so a line holding one is refused here, whole.
-        let hasRawControl = line.contains { $0 < 0x20 && $0 != 0x09 && $0 != 0x0a && $0 != 0x0d }
+        let hasRawControl = line.withContiguousStorageIfAvailable { $0.contains(where: isRawControl) } ?? line.contains(where: isRawControl)
         guard !hasRawControl, let fields = try? JSONDecoder().decode(RequestFields.self, from: Data(line)) else {
             return .rejected(.failure(nil, ControlError(.badRequest, "request is not a JSON object")))
         }
@@ -55,6 +55,9 @@ public enum ControlCodec {
         }
         return .request(ControlRequest(id: id, method: method, resource: fields.resource, holder: fields.holder), method)
     }
+
+    /// A byte JSON allows only escaped: below 0x20, whitespace apart.
+    private static func isRawControl(_ b: UInt8) -> Bool { b < 0x20 && b != 0x09 && b != 0x0a && b != 0x0d }
 
     public static func decodeResponse(_ line: some Collection<UInt8>) throws -> ControlResponse {
         try JSONDecoder().decode(ControlResponse.self, from: Data(line))

@@ -252,15 +252,18 @@ public final class ControlServer: Sendable {
             return
         }
         c.buffer.append(contentsOf: chunk[0..<n])
-        while !c.closed, let nl = c.buffer.firstIndex(of: UInt8(ascii: "\n")) {
-            let line = c.buffer[c.buffer.startIndex..<nl]
+        // The lines are handled where they lie; what they took is removed once at the end (not
+        // per line: a read of many short requests moved the rest of the buffer for each).
+        var consumed = 0
+        while !c.closed, let nl = c.buffer[consumed...].firstIndex(of: UInt8(ascii: "\n")) {
+            let line = c.buffer[consumed..<nl]
             if line.count > ControlProtocol.maxLineBytes { break }
-            let lineCopy = Array(line)
-            c.buffer.removeSubrange(c.buffer.startIndex...nl)
-            if lineCopy.allSatisfy({ $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }) { continue }
-            handleLine(lineCopy, c)
+            consumed = nl + 1
+            if line.allSatisfy({ $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }) { continue }
+            handleLine(line, c)
         }
         if c.closed { return }
+        c.buffer.removeSubrange(0..<consumed)
         let pending = c.buffer.firstIndex(of: UInt8(ascii: "\n")) ?? c.buffer.endIndex
         if pending - c.buffer.startIndex > ControlProtocol.maxLineBytes {
             peerLog.log(.info, key: "oversize", "control socket: client \(c.credentials) sent a request over \(ControlProtocol.maxLineBytes) bytes; disconnected")
@@ -271,7 +274,7 @@ public final class ControlServer: Sendable {
         c.partialSince = c.buffer.isEmpty ? nil : (c.partialSince ?? monotonicSeconds())
     }
 
-    private func handleLine(_ line: [UInt8], _ c: Client) {
+    private func handleLine(_ line: ArraySlice<UInt8>, _ c: Client) {
         switch ControlCodec.decodeRequest(line) {
         case let .rejected(response):
             send(c, response)
