@@ -73,6 +73,9 @@ struct Watch: ParsableCommand {
         do {
             let client = try connection.connect()
             _ = try client.call(.watch)
+            // On stderr, so stdout stays events only: from here on nothing is missed (scripts
+            // and tests wait for this line before making the events they want to see).
+            FileHandle.standardError.write(Data("vgpuctl: watching \(client.path)\n".utf8))
             while let e = try client.nextEvent() {
                 if connection.json {
                     FileHandle.standardOutput.write(Data(ControlCodec.encodeLine(e)))

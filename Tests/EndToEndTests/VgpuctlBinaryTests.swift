@@ -46,11 +46,15 @@ import SystemSupport
         let watch = Process()
         watch.executableURL = URL(fileURLWithPath: Self.binDir + "/vgpuctl")
         watch.arguments = ["watch", "--socket", ctl]
-        let watchOut = Pipe()
+        let watchOut = Pipe(), watchErr = Pipe()
         watch.standardOutput = watchOut
+        watch.standardError = watchErr
         try watch.run()
         defer { if watch.isRunning { watch.terminate() }; watch.waitUntilExit() }
-        usleep(300_000)   // subscribed before the frontend connects
+        // Subscribed before the frontend connects: vgpuctl says so on stderr once the server
+        // answered the watch (a fixed 300 ms was too short on this loaded machine in one run).
+        let subscribed = String(decoding: watchErr.fileHandleForReading.availableData, as: UTF8.self)
+        #expect(subscribed == "vgpuctl: watching \(ctl)\n")
 
         let (frontend, driver, _) = try connectGPU(path: sock)
         var pixels = [UInt8](repeating: 0, count: 8 * 4 * 4)
