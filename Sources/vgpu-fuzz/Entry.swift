@@ -63,6 +63,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
             for data in inputs { data.withUnsafeBytes { target.run($0) } }
             if repeats > 1, pass & (pass - 1) == 0 || pass == repeats {
                 print("vgpu-fuzz \(name): pass \(pass), \(pass * inputs.count) inputs: \(residentMemory())")
+                fflush(nil)   // all streams; a long measurement shows its progress in a log file
             }
         }
         print("vgpu-fuzz \(name): \(files.count) inputs ran\(repeats > 1 ? " \(repeats) times" : "")")
