@@ -12,11 +12,14 @@ import VGPUTestSupport
 struct Pair {
     let display: VhostUserGPUDisplay
     let peer: DisplayChannelPeer
+    /// The display's end of the socket (owned by `display`; for SIOCOUTQ).
+    let displayFD: Int32
 
     init(peer configuration: DisplayChannelPeer.Configuration = .init(),
          options: VhostUserGPUDisplay.Options = .init()) throws {
         let (peer, socket) = try DisplayChannelPeer.connected(configuration: configuration)
         self.peer = peer
+        displayFD = socket.rawValue
         display = try VhostUserGPUDisplay(socket: socket, options: options)
     }
 

@@ -80,6 +80,16 @@ struct DisplayFailureTests {
         pair.showBigScanout(stall: true)
         let display = pair.display
         let worker = try Background { display.update(scanout: 0, rect: bigRect, frame: bigFrame, stride: 4096) }
+        // Interrupted only once the update is under way (bytes of it queued on the socket): an
+        // interrupt before its first byte drops it whole and breaks nothing (a CI run on the
+        // loaded machine started the worker that late).
+        let deadline = ContinuousClock.now + .seconds(10)
+        var queued: Int32 = 0
+        while ContinuousClock.now < deadline {
+            if ioctl(pair.displayFD, UInt(TIOCOUTQ), &queued) == 0, queued > 0 { break }
+            usleep(1_000)
+        }
+        #expect(queued > 0)
         #expect(worker.isStuck())
         #expect(worker.freed { display.interrupt() } < .seconds(2))
         // Cut off mid-message: the stream is out of sync for good.
