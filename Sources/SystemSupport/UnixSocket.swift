@@ -11,38 +11,15 @@ import Glibc
 public enum UnixSocket {
     /// Binds and listens on `path`, replacing a stale socket file. Mode is set by the caller's umask
     /// unless `mode` is given.
-    ///
-    /// The socket is bound under a temporary name in the same folder, given its mode, made to
-    /// listen, and only then renamed to `path`: a client that waits for the file to appear (a
-    /// script before starting QEMU, a test) can connect at once. Bound at `path` directly, the
-    /// file exists before listen(2), and a connect in between gets ECONNREFUSED (seen in a test
-    /// run on this loaded 2-core machine).
     public static func listen(path: String, backlog: Int32 = 4, mode: mode_t? = nil) throws(Errno) -> OwnedFileDescriptor {
         let fd = OwnedFileDescriptor(try retryingEINTR { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) })
         var addr = try address(path)
-        // The temporary name: ".vgpu-" and 8 hex digits beside `path`; bound directly if that
-        // does not fit in sun_path where `path` does.
-        let slash = path.lastIndex(of: "/").map { path[...$0] } ?? ""
-        let temporary = slash + ".vgpu-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
-        var boundAt = path
-        if let temporaryAddress = try? address(String(temporary)) {
-            boundAt = String(temporary)
-            addr = temporaryAddress
-        } else {
-            unlink(path)
-        }
-        do throws(Errno) {
-            try retryingEINTR { withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            } }
-            if let mode { _ = try retryingEINTR { chmod(boundAt, mode) } }
-            try retryingEINTR { Glibc.listen(fd.rawValue, backlog) }
-            // rename(2) replaces a stale file at `path` in one step.
-            if boundAt != path { _ = try retryingEINTR { rename(boundAt, path) } }
-        } catch {
-            if boundAt != path { unlink(boundAt) }
-            throw error
-        }
+        unlink(path)
+        try retryingEINTR { withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        } }
+        if let mode { _ = try retryingEINTR { chmod(path, mode) } }
+        try retryingEINTR { Glibc.listen(fd.rawValue, backlog) }
         return fd
     }
 
